@@ -1,0 +1,23 @@
+# The two commands of the README: `make demo` (the main job) and `make test`. Each creates .venv/
+# with the project installed (editable, with dev extras) when it is missing, and reuses it otherwise.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+
+.PHONY: demo test bench clean-runs
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m ipykernel install --sys-prefix --name reid-sweep --display-name "reid-sweep (.venv)"
+	touch $(INSTALLED)
+
+demo: $(INSTALLED)
+	$(VENV)/bin/reid-sweep run sweeps/demo.yaml
+
+test: $(INSTALLED)
+	$(PY) -m pytest
+
+clean-runs:
+	rm -rf runs/*/

@@ -1,0 +1,93 @@
+"""Training configuration: YACS defaults (every knob), a YACS file, then type-checked overrides."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yacs.config import CfgNode
+
+from reidlib.config.aliases import ALIASES
+from reidlib.config.defaults import _C
+from reidlib.config.overrides import apply_overrides, flat_keys, resolve_key
+from reidlib.errors import ConfigError
+
+__all__ = ["ALIASES", "check_config", "config_diff", "flat_keys", "get_defaults", "load_config", "resolve_key"]
+
+
+def get_defaults() -> CfgNode:
+    """A fresh, unfrozen copy of the defaults."""
+    return _C.clone()
+
+
+def _flatten_mapping(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for name, value in mapping.items():
+        key = f"{prefix}{name}"
+        if isinstance(value, dict):
+            flat.update(_flatten_mapping(value, key + "."))
+        else:
+            flat[key] = value
+    return flat
+
+
+def read_config_file(config_file: str | Path) -> dict[str, Any]:
+    """The YACS file's values as ``{dotted key: value}`` (not yet checked against the defaults)."""
+    path = Path(config_file)
+    if not path.is_file():
+        raise ConfigError(str(config_file), "config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise ConfigError(str(config_file), f"not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(str(config_file), "expected a mapping of config sections")
+    return _flatten_mapping(data)
+
+
+def load_config(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> CfgNode:
+    """Defaults, then ``config_file``, then ``overrides`` (aliases or dotted keys); returns it frozen.
+
+    Every key is checked against the defaults and every value converted to the default's type; an
+    unknown key names the closest real one.
+    """
+    cfg = get_defaults()
+    if config_file:
+        file_values = read_config_file(config_file)
+        try:
+            apply_overrides(cfg, file_values)
+        except ConfigError as err:
+            raise ConfigError(f"{config_file}: {err.field}", err.message) from None
+    apply_overrides(cfg, dict(overrides or {}))
+    check_config(cfg)
+    cfg.freeze()
+    return cfg
+
+
+def config_diff(cfg: CfgNode, base: CfgNode | None = None) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (base value, value)}`` for every key where ``cfg`` differs from ``base``
+    (the defaults when not given)."""
+    base_values = dict(flat_keys(base if base is not None else _C))
+    return {k: (base_values.get(k), v) for k, v in flat_keys(cfg) if base_values.get(k) != v}
+
+
+def check_config(cfg: CfgNode) -> None:
+    """Combinations that cannot train, caught before any data is read."""
+    s, d = cfg.SOLVER, cfg.DATALOADER
+    needs_pk = d.SAMPLER in ("triplet", "softmax_triplet")
+    if needs_pk and d.NUM_INSTANCE < 2:
+        raise ConfigError("DATALOADER.NUM_INSTANCE", f"expected at least 2 images per identity for the PK sampler, got {d.NUM_INSTANCE}")
+    if needs_pk and s.IMS_PER_BATCH % d.NUM_INSTANCE:
+        raise ConfigError("SOLVER.IMS_PER_BATCH", f"expected a multiple of DATALOADER.NUM_INSTANCE ({d.NUM_INSTANCE}), got {s.IMS_PER_BATCH}")
+    if needs_pk and cfg.MODEL.METRIC_LOSS_TYPE == "softmax":
+        raise ConfigError("MODEL.METRIC_LOSS_TYPE", f"DATALOADER.SAMPLER {d.SAMPLER!r} trains with a triplet loss: "
+                          "expected 'triplet', got 'softmax'")
+    for key, value in (("SOLVER.MAX_EPOCHS", s.MAX_EPOCHS), ("SOLVER.IMS_PER_BATCH", s.IMS_PER_BATCH),
+                       ("SOLVER.EVAL_PERIOD", s.EVAL_PERIOD), ("SOLVER.CHECKPOINT_PERIOD", s.CHECKPOINT_PERIOD),
+                       ("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH)):
+        if value < 1:
+            raise ConfigError(key, f"expected a positive integer, got {value}")
+    if not s.BASE_LR > 0:
+        raise ConfigError("SOLVER.BASE_LR", f"expected a positive number, got {s.BASE_LR}")

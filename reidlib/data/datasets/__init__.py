@@ -1,0 +1,23 @@
+"""Dataset registry: a dataset is a class that lists ``(image_path, person_id, camera_id)`` triples
+for its train, query and gallery splits. ``make_dataset(cfg)`` builds the one ``DATASETS.NAMES`` names."""
+from __future__ import annotations
+
+from reidlib.data.datasets.base import ImageDataset
+from reidlib.data.datasets.market1501 import Market1501
+from reidlib.data.datasets.synthetic import SyntheticReID
+from reidlib.errors import ConfigError
+
+DATASET_REGISTRY: dict[str, type[ImageDataset]] = {
+    "market1501": Market1501,
+    "synthetic": SyntheticReID,
+}
+
+
+def make_dataset(cfg) -> ImageDataset:
+    name = cfg.DATASETS.NAMES
+    if name not in DATASET_REGISTRY:
+        raise ConfigError("DATASETS.NAMES", f"expected one of {sorted(DATASET_REGISTRY)}, got {name!r}")
+    return DATASET_REGISTRY[name].from_config(cfg)
+
+
+__all__ = ["DATASET_REGISTRY", "ImageDataset", "make_dataset"]

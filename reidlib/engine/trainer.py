@@ -1,0 +1,146 @@
+"""A plain PyTorch training loop. It knows nothing of logging or sweeps: after every epoch it hands
+a metrics dict to its callbacks, and any callback may ask it to stop."""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+
+from reidlib.engine.inference import extract_features
+from reidlib.errors import ConfigError
+from reidlib.evaluation import evaluate_features
+from reidlib.losses import make_loss
+from reidlib.solver import make_optimizer, make_scheduler
+
+FINISHED, STOPPED_EARLY, DIVERGED, OOM = "finished", "stopped_early", "diverged", "oom"
+
+
+class Callback(Protocol):
+    def on_epoch_end(self, metrics: dict) -> bool:
+        """Receives one epoch's metrics; returning True asks the loop to stop after this epoch."""
+
+    def on_train_end(self, result: "TrainResult") -> None:
+        """Receives the result once training ends, however it ends."""
+
+
+@dataclass
+class TrainResult:
+    status: str
+    history: list[dict] = field(default_factory=list)
+    wall_time_s: float = 0.0
+    peak_mem_mb: float = 0.0
+    checkpoint: str | None = None
+    error: str | None = None
+    initial: dict = field(default_factory=dict)  # metrics of the untrained model (TEST.EVAL_BEFORE_TRAINING)
+
+    @property
+    def epochs_run(self) -> int:
+        return len(self.history)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("MODEL.DEVICE", "'cuda' asked for but no CUDA device is visible; use 'auto' or 'cpu'")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError("MODEL.DEVICE", f"expected 'auto', 'cpu' or 'cuda', got {name!r}")
+    return torch.device(name)
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+
+
+def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback] = ()) -> TrainResult:
+    """Train ``model`` for ``SOLVER.MAX_EPOCHS`` epochs, evaluating every ``SOLVER.EVAL_PERIOD``
+    epochs and at the last one. A non-finite loss ends training at once (status 'diverged')."""
+    device = resolve_device(cfg.MODEL.DEVICE)
+    model.to(device)
+    loss_fn = make_loss(cfg, loaders.num_classes)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer)
+    checkpoint = Path(cfg.OUTPUT_DIR) / "checkpoint.pth" if cfg.OUTPUT_DIR else None
+    result = TrainResult(status=FINISHED)
+    start = time.perf_counter()
+    max_epochs = cfg.SOLVER.MAX_EPOCHS
+    try:
+        if cfg.TEST.EVAL_BEFORE_TRAINING == "yes":
+            result.initial = evaluate(cfg, model, loaders, device)
+        for epoch in range(1, max_epochs + 1):
+            epoch_start = time.perf_counter()
+            model.train()
+            lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with (weights' group)
+            loss_sum, correct, seen = 0.0, 0, 0
+            for images, pids, _ in loaders.train:
+                images, pids = images.to(device, non_blocking=True), pids.to(device, non_blocking=True)
+                scores, feats = model(images)
+                loss = loss_fn(scores, feats, pids)
+                if not torch.isfinite(loss):
+                    result.status = DIVERGED
+                    break
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.item() * len(pids)
+                correct += (scores.argmax(1) == pids).sum().item()
+                seen += len(pids)
+            scheduler.step()
+            metrics = {"epoch": epoch,
+                       "train/loss": loss_sum / seen if seen else float("nan"),
+                       "train/acc": correct / seen if seen else 0.0,
+                       "train/lr": lr}
+            if result.status == DIVERGED:
+                metrics["train/loss"] = float("nan")
+            elif epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
+                metrics.update(evaluate(cfg, model, loaders, device))
+            metrics["time/epoch_s"] = time.perf_counter() - epoch_start
+            metrics["gpu/peak_mem_mb"] = _peak_mem_mb(device)
+            result.history.append(metrics)
+            stop = [cb.on_epoch_end(metrics) for cb in callbacks]
+            if result.status == DIVERGED:
+                break
+            if checkpoint and (epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs or any(stop)):
+                save_checkpoint(checkpoint, model, optimizer, scheduler, epoch)
+                result.checkpoint = str(checkpoint)
+            if any(stop):
+                result.status = STOPPED_EARLY
+                break
+    except torch.cuda.OutOfMemoryError as err:
+        result.status, result.error = OOM, str(err).splitlines()[0]
+        raise
+    finally:
+        result.wall_time_s = time.perf_counter() - start
+        result.peak_mem_mb = _peak_mem_mb(device)
+        for cb in callbacks:
+            cb.on_train_end(result)
+    return result
+
+
+def evaluate(cfg, model, loaders, device) -> dict:
+    q_feats, q_pids, q_camids = extract_features(model, loaders.query, device)
+    g_feats, g_pids, g_camids = extract_features(model, loaders.gallery, device)
+    return evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
+                             feat_norm=cfg.TEST.FEAT_NORM == "yes")
+
+
+def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int) -> None:
+    """Write to a temporary file then rename: a crash never leaves a half-written checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
+    tmp.replace(path)

@@ -1,0 +1,48 @@
+"""Backbone registry: torchvision ResNets cut before pooling, with the last stage's stride set by
+``MODEL.LAST_STRIDE``. Another backbone is one entry in ``BACKBONES``."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models
+
+from reidlib.errors import ConfigError
+
+# name -> (torchvision constructor, channels of the last stage)
+BACKBONES: dict[str, tuple[Callable[..., models.ResNet], int]] = {
+    "resnet18": (models.resnet18, 512),
+    "resnet34": (models.resnet34, 512),
+    "resnet50": (models.resnet50, 2048),
+    "resnet101": (models.resnet101, 2048),
+    "resnet152": (models.resnet152, 2048),
+}
+
+
+class ResNetTrunk(nn.Module):
+    """A ResNet without its pooling and classifier: image -> feature map."""
+
+    def __init__(self, resnet: models.ResNet, last_stride: int):
+        super().__init__()
+        block = resnet.layer4[0]
+        # The stride of the first block of layer4 lives in its 3x3 conv (conv2 in Bottleneck, conv1 in BasicBlock).
+        conv = block.conv2 if isinstance(block, models.resnet.Bottleneck) else block.conv1
+        conv.stride = (last_stride, last_stride)
+        if block.downsample is not None:
+            block.downsample[0].stride = (last_stride, last_stride)
+        self.body = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+                                  resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def make_backbone(name: str, last_stride: int) -> tuple[ResNetTrunk, int]:
+    """The named backbone with random weights, and its output channels."""
+    if name not in BACKBONES:
+        raise ConfigError("MODEL.NAME", f"expected one of {sorted(BACKBONES)}, got {name!r}")
+    if last_stride not in (1, 2):
+        raise ConfigError("MODEL.LAST_STRIDE", f"expected 1 or 2, got {last_stride!r}")
+    constructor, channels = BACKBONES[name]
+    return ResNetTrunk(constructor(weights=None), last_stride), channels

@@ -1,0 +1,61 @@
+"""Optimiser with per-parameter groups and the warmup multi-step schedule, as reid-strong-baseline."""
+from __future__ import annotations
+
+from bisect import bisect_right
+
+import torch
+
+from reidlib.errors import ConfigError
+
+
+def make_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Biases get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``; other weights the base values."""
+    s = cfg.SOLVER
+    groups = []
+    for key, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_bias = "bias" in key
+        groups.append({"params": [param],
+                       "lr": s.BASE_LR * (s.BIAS_LR_FACTOR if is_bias else 1),
+                       "weight_decay": s.WEIGHT_DECAY_BIAS if is_bias else s.WEIGHT_DECAY})
+    optimizer_class = getattr(torch.optim, s.OPTIMIZER_NAME, None)
+    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
+        raise ConfigError("SOLVER.OPTIMIZER_NAME", f"expected a torch.optim optimiser such as 'Adam' or 'SGD', got {s.OPTIMIZER_NAME!r}")
+    if s.OPTIMIZER_NAME == "SGD":
+        return optimizer_class(groups, momentum=s.MOMENTUM)
+    return optimizer_class(groups)
+
+
+class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
+    """``lr = base * warmup * GAMMA ** (milestones passed)``, stepped once per epoch.
+
+    Warmup rises linearly from ``WARMUP_FACTOR`` to 1 over ``WARMUP_ITERS`` epochs ('linear'), or
+    stays at ``WARMUP_FACTOR`` until then ('constant').
+    """
+
+    def __init__(self, optimizer, milestones, gamma=0.1, warmup_factor=1 / 3, warmup_iters=500,
+                 warmup_method="linear", last_epoch=-1):
+        if list(milestones) != sorted(milestones):
+            raise ConfigError("SOLVER.STEPS", f"expected increasing epochs, got {list(milestones)}")
+        if warmup_method not in ("constant", "linear"):
+            raise ConfigError("SOLVER.WARMUP_METHOD", f"expected 'constant' or 'linear', got {warmup_method!r}")
+        self.milestones, self.gamma = list(milestones), gamma
+        self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        warmup = 1.0
+        if self.last_epoch < self.warmup_iters:
+            if self.warmup_method == "constant":
+                warmup = self.warmup_factor
+            else:
+                alpha = self.last_epoch / self.warmup_iters
+                warmup = self.warmup_factor * (1 - alpha) + alpha
+        decay = self.gamma ** bisect_right(self.milestones, self.last_epoch)
+        return [base_lr * warmup * decay for base_lr in self.base_lrs]
+
+
+def make_scheduler(cfg, optimizer) -> WarmupMultiStepLR:
+    s = cfg.SOLVER
+    return WarmupMultiStepLR(optimizer, s.STEPS, s.GAMMA, s.WARMUP_FACTOR, s.WARMUP_ITERS, s.WARMUP_METHOD)

@@ -1,0 +1,124 @@
+"""Run one trial: papermill executes the trial notebook in a fresh kernel of this environment.
+
+A papermill engine of ours (``reid-sweep``) hands every scrap to a callback the moment the kernel
+sends it, and saves the output notebook right then, so both the driver and any reader of the file
+see each epoch while the trial runs. The kernel process ends with the trial, and its GPU memory
+with it: the driver itself never touches CUDA.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import papermill
+from papermill.clientwrap import PapermillNotebookClient
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+
+from reidlib import trial as contract
+from reidlib.errors import SweepStateError
+
+log = logging.getLogger(__name__)
+
+KERNEL_NAME = "reid-sweep"
+ENGINE_NAME = "reid-sweep"
+# Environment variables a trial kernel never sees: credentials stay with the driver.
+SECRET_ENV = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD)$|^WANDB_API_KEY$", re.IGNORECASE)
+
+ScrapCallback = Callable[[str, Any], None]
+
+
+class TrialClient(PapermillNotebookClient):
+    """papermill's client, plus: each scrap output is saved and forwarded as soon as it arrives."""
+
+    def __init__(self, nb_man, on_scrap: ScrapCallback | None = None, **kw):
+        super().__init__(nb_man, **kw)
+        self.on_scrap = on_scrap
+
+    def process_message(self, *args, **kwargs):
+        output = super().process_message(*args, **kwargs)
+        scrap = contract.scrap_from_output(output) if output else None
+        if scrap:
+            self.nb_man.save()
+            if self.on_scrap:
+                try:
+                    self.on_scrap(*scrap)
+                except Exception:  # a failing listener must never kill the trial
+                    log.exception("scrap listener failed on %s", scrap[0])
+        return output
+
+
+class TrialEngine(NBClientEngine):
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
+                                 start_timeout=60, execution_timeout=None, on_scrap=None, kernel_env=None,
+                                 kernel_cwd=None, kernel_log=None, **kwargs):
+        client = TrialClient(nb_man, on_scrap=on_scrap, timeout=execution_timeout, startup_timeout=start_timeout,
+                             kernel_name=kernel_name, log=log, log_output=log_output,
+                             stdout_file=stdout_file, stderr_file=stderr_file)
+        start_kwargs = {k: v for k, v in (("env", kernel_env), ("cwd", kernel_cwd)) if v is not None}
+        if kernel_log is None:
+            return client.execute(**start_kwargs)
+        with open(kernel_log, "w") as stream:  # the kernel process's own stdout/stderr, for post-mortems
+            return client.execute(stdout=stream, stderr=stream, **start_kwargs)
+
+
+papermill_engines.register(ENGINE_NAME, TrialEngine)
+
+
+def ensure_kernelspec() -> str:
+    """Make sure the ``reid-sweep`` kernel runs this very interpreter (not whatever ``python3``
+    kernelspec a user has), installing it into this environment when missing or stale."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    def current():
+        try:
+            return KernelSpecManager().get_kernel_spec(KERNEL_NAME).argv[0]
+        except NoSuchKernel:
+            return None
+
+    if current() != sys.executable:
+        from ipykernel.kernelspec import install
+
+        install(kernel_name=KERNEL_NAME, display_name=f"reid-sweep ({sys.prefix})", prefix=sys.prefix)
+        if current() != sys.executable:
+            raise SweepStateError(f"kernel {KERNEL_NAME}", f"another kernelspec of that name shadows this "
+                                  f"environment's ({sys.executable}); remove it with 'jupyter kernelspec remove'")
+    return KERNEL_NAME
+
+
+def kernel_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not SECRET_ENV.search(k)}
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class TrialOutcome:
+    """How the notebook ended: ``error`` is None when every cell ran."""
+
+    notebook: Path
+    error: str | None = None
+    error_cell: int | None = None
+
+
+def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict, on_scrap: ScrapCallback | None = None,
+                  cwd: str | Path | None = None, env: dict[str, str] | None = None,
+                  timeout: float | None = None, kernel_log: str | Path | None = None) -> TrialOutcome:
+    """Execute ``notebook`` with ``parameters`` into ``output`` in a fresh kernel of this environment."""
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters=parameters, engine_name=ENGINE_NAME,
+            kernel_name=ensure_kernelspec(), progress_bar=False, log_output=False,
+            execution_timeout=timeout, on_scrap=on_scrap, kernel_env=kernel_environment(env),
+            kernel_cwd=str(cwd or Path.cwd()), kernel_log=kernel_log)
+    except PapermillExecutionError as err:
+        return TrialOutcome(output, error=f"{err.ename}: {err.evalue}".strip(), error_cell=err.cell_index)
+    return TrialOutcome(output)

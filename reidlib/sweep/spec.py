@@ -1,0 +1,229 @@
+"""Sweep specs: load a W&B-schema YAML (or the old scripts' shorthand), normalise and validate it.
+
+Normalisation:
+- ``name: [a, b]`` means ``{values: [a, b]}`` and ``name: 3`` means ``{value: 3}`` (the old shorthand);
+- nested ``parameters`` stand for dotted keys (``SOLVER: {parameters: {BASE_LR: ...}}`` is ``SOLVER.BASE_LR``);
+- a missing ``metric`` means ``val/mAP``, maximize.
+
+Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``) live beside
+W&B's; ``Spec.search_config`` is the normalised spec without them, what W&B or ``sweeps`` receives.
+Every error names its field path, e.g. ``parameters.base_lr.min: expected a number, got 'abc'``.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reidlib.config import load_config, resolve_key
+from reidlib.errors import ConfigError, SpecError
+
+METHODS = ("grid", "random", "bayes")
+DISTRIBUTIONS = (
+    "constant", "categorical", "categorical_w_probabilities", "int_uniform", "uniform", "q_uniform",
+    "log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform",
+    "inv_log_uniform_values", "normal", "q_normal", "log_normal", "q_log_normal", "beta", "q_beta",
+)
+DISCRETE = {"constant", "categorical", "categorical_w_probabilities", "int_uniform"}
+W_AND_B_KEYS = {"method", "parameters", "metric", "early_terminate", "run_cap", "name", "description",
+                "project", "entity", "program", "command"}
+OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults"}
+NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
+DEFAULT_METRIC = {"name": "val/mAP", "goal": "maximize"}
+DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+
+
+@dataclass
+class Spec:
+    """A validated sweep: the search config for W&B/``sweeps`` plus what our driver needs."""
+
+    search_config: dict
+    config_file: str | None = None
+    notebook: str = DEFAULT_NOTEBOOK
+    count: int | None = None
+    runs_dir: str | None = None
+    defaults: dict = field(default_factory=dict)
+    source: str = "<spec>"
+
+    @property
+    def name(self) -> str:
+        return self.search_config.get("name") or Path(self.source).stem
+
+    @property
+    def metric(self) -> dict:
+        return self.search_config["metric"]
+
+    def to_dict(self) -> dict:
+        """Everything, ours included, as stored in the ledger."""
+        return {**self.search_config, "config_file": self.config_file, "notebook": self.notebook,
+                "count": self.count, "results_dir_base": self.runs_dir, "defaults": self.defaults}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _normalise_parameter(path: str, value: Any) -> dict:
+    if isinstance(value, list):
+        value = {"values": value}
+    elif not isinstance(value, dict):
+        value = {"value": value}
+    if "parameters" in value:
+        nested = value["parameters"]
+        if not isinstance(nested, dict) or not nested:
+            raise SpecError(f"{path}.parameters", "expected a mapping of at least one parameter")
+        return {"parameters": {k: _normalise_parameter(f"{path}.parameters.{k}", v) for k, v in nested.items()}}
+    value = dict(value)
+    if "values" in value:
+        if not isinstance(value["values"], list) or not value["values"]:
+            raise SpecError(f"{path}.values", f"expected a non-empty list, got {value['values']!r}")
+    elif "value" not in value and not ("min" in value and "max" in value) and "distribution" not in value:
+        raise SpecError(path, "expected 'values', 'value', or 'min' and 'max' (with an optional 'distribution')")
+    for key in NUMERIC_FIELDS:
+        if key in value and not _is_number(value[key]):
+            raise SpecError(f"{path}.{key}", f"expected a number, got {value[key]!r}")
+    if "min" in value and "max" in value and value["min"] > value["max"]:
+        raise SpecError(f"{path}.min", f"expected min <= max, got {value['min']} > {value['max']}")
+    dist = value.get("distribution")
+    if dist is not None and dist not in DISTRIBUTIONS:
+        raise SpecError(f"{path}.distribution", f"expected one of {', '.join(DISTRIBUTIONS)}, got {dist!r}")
+    if dist is None and "min" in value and "max" in value:
+        both_int = isinstance(value["min"], int) and isinstance(value["max"], int)
+        value["distribution"] = "int_uniform" if both_int else "uniform"  # W&B's inference
+    if dist in ("log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values") and value.get("min", 1) <= 0:
+        raise SpecError(f"{path}.min", f"expected a positive number for {dist}, got {value['min']}")
+    return value
+
+
+def _leaves(parameters: dict, prefix: str = "", path: str = "parameters") -> list[tuple[str, str, dict]]:
+    """``(field path, dotted name, parameter)`` for every leaf parameter."""
+    out = []
+    for name, value in parameters.items():
+        if "parameters" in value:
+            out.extend(_leaves(value["parameters"], f"{prefix}{name}.", f"{path}.{name}.parameters"))
+        else:
+            out.append((f"{path}.{name}", f"{prefix}{name}", value))
+    return out
+
+
+def normalise(raw: Any, source: str = "<spec>") -> Spec:
+    """Validate and normalise a spec mapping (from YAML) into a ``Spec``."""
+    if not isinstance(raw, dict):
+        raise SpecError(source, "expected a mapping with 'method' and 'parameters'")
+    unknown = set(raw) - W_AND_B_KEYS - OUR_KEYS
+    if unknown:
+        raise SpecError(sorted(unknown)[0], f"unknown sweep key; expected one of {', '.join(sorted(W_AND_B_KEYS | OUR_KEYS))}")
+    method = raw.get("method")
+    if method not in METHODS:
+        raise SpecError("method", f"expected one of {', '.join(METHODS)}, got {method!r}")
+    params = raw.get("parameters")
+    if not isinstance(params, dict) or not params:
+        raise SpecError("parameters", "expected a mapping of at least one parameter")
+    search = {k: copy.deepcopy(v) for k, v in raw.items() if k in W_AND_B_KEYS}
+    search["parameters"] = {str(k): _normalise_parameter(f"parameters.{k}", v) for k, v in params.items()}
+    metric = search.setdefault("metric", dict(DEFAULT_METRIC))
+    if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
+        raise SpecError("metric.name", f"expected a metric name such as 'val/mAP', got {metric!r}")
+    metric.setdefault("goal", "maximize")
+    if metric["goal"] not in ("maximize", "minimize"):
+        raise SpecError("metric.goal", f"expected 'maximize' or 'minimize', got {metric['goal']!r}")
+    if method == "grid":
+        for path, _, value in _leaves(search["parameters"]):
+            if value.get("distribution", "categorical") not in DISCRETE:
+                raise SpecError(path, "grid search needs discrete values: use 'values', 'value' or an int_uniform range")
+    _check_early_terminate(search.get("early_terminate"))
+    for key in ("count", "run_cap"):
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise SpecError(key, f"expected a positive integer, got {value!r}")
+    _check_schema(search)
+    defaults = raw.get("defaults") or {}
+    if not isinstance(defaults, dict):
+        raise SpecError("defaults", f"expected a mapping of trial parameters, got {defaults!r}")
+    return Spec(search_config=search, config_file=raw.get("config_file"), notebook=raw.get("notebook") or DEFAULT_NOTEBOOK,
+                count=raw.get("count"), runs_dir=raw.get("results_dir_base"), defaults=defaults, source=source)
+
+
+def _check_early_terminate(et: Any) -> None:
+    if et is None:
+        return
+    if not isinstance(et, dict) or et.get("type") != "hyperband":
+        raise SpecError("early_terminate.type", f"expected 'hyperband', got {et!r}")
+    if "min_iter" not in et and "max_iter" not in et:
+        raise SpecError("early_terminate", "hyperband needs 'min_iter', or 'max_iter' with 's'")
+    for key in ("min_iter", "max_iter", "s", "eta"):
+        if key in et and (not isinstance(et[key], int) or isinstance(et[key], bool) or et[key] < 1):
+            raise SpecError(f"early_terminate.{key}", f"expected a positive integer, got {et[key]!r}")
+
+
+def _check_schema(search: dict) -> None:
+    """W&B's own JSON schema, as a backstop to the checks above (which carry better field paths)."""
+    from sweeps import schema_violations_from_proposed_config
+
+    violations = schema_violations_from_proposed_config(search)
+    if violations:
+        raise SpecError("spec", "; ".join(dict.fromkeys(violations)))
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(str(path), "sweep file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise SpecError(str(path), f"{where}not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    try:
+        return normalise(raw, source=str(path))
+    except SpecError as err:
+        raise SpecError(f"{path}: {err.field}", err.message) from None
+
+
+def check_against_config(spec: Spec) -> None:
+    """Every parameter name must be an alias or a config key; every value of a discrete parameter,
+    and every per-sweep default, must fit the key's type. Raised before the first trial."""
+    try:
+        cfg = load_config(spec.config_file, None)
+        for path, name, value in _leaves(spec.search_config["parameters"]):
+            try:
+                key = resolve_key(cfg, name)
+            except ConfigError as err:
+                raise SpecError(path, err.message) from None
+            for v in value.get("values", [value["value"]] if "value" in value else []):
+                try:
+                    load_config(spec.config_file, {key: v})
+                except ConfigError as err:
+                    raise SpecError(path, err.message) from None
+        load_config(spec.config_file, _flatten(spec.defaults))
+    except ConfigError as err:
+        raise SpecError(err.field, err.message) from None
+
+
+def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for name, value in config.items():
+        if name == "overrides" and not prefix:
+            flat.update(value or {})  # already dotted keys
+        elif isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def flatten_run_config(config: dict) -> tuple[dict, dict]:
+    """Split a trial's parameters into papermill parameters and YACS overrides.
+
+    ``config`` is ``{name: value}`` (nested dicts = nested parameters, ``overrides`` = dotted keys).
+    Aliases stay papermill parameters; dotted keys go into the ``overrides`` dict.
+    """
+    from reidlib.config import ALIASES
+
+    flat = _flatten(config)
+    return ({k: v for k, v in flat.items() if k in ALIASES},
+            {k: v for k, v in flat.items() if k not in ALIASES})

@@ -1,0 +1,170 @@
+"""The trial contract: the one seam between the sweep driver and the training notebook.
+
+Both sides import this module and nothing else of each other.
+
+- **Parameters**: ``config_file``, ``overrides`` (dotted YACS keys -> values) and the aliases of
+  ``reidlib.config.ALIASES`` (``None`` = keep the config's value).
+- **Scraps** (JSON): one ``epoch/NNNN`` scrap per epoch with at least ``EPOCH_KEYS`` (and ``VAL_KEYS``
+  on evaluation epochs), then one ``summary`` scrap.
+- **Stop**: a file named ``STOP`` in the trial's output directory; the trial checks it after each
+  epoch and ends with status ``stopped_early``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from reidlib.config import ALIASES, load_config
+from reidlib.errors import ConfigError
+
+EPOCH_PREFIX = "epoch/"
+SUMMARY = "summary"
+EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "train/lr", "time/epoch_s", "gpu/peak_mem_mb")
+VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
+STATUSES = ("finished", "stopped_early", "diverged", "oom", "failed")
+STOP_FILE = "STOP"
+SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
+
+
+# --- parameters ---------------------------------------------------------------------------------
+
+def aliases_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """The alias parameters found in ``namespace`` (a notebook's ``globals()``)."""
+    return {name: namespace[name] for name in ALIASES if name in namespace}
+
+
+def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = None, **aliases: Any):
+    """The trial's frozen config: the file, then ``overrides``, then the aliases that are not None.
+
+    An alias and its dotted key given together is an error (which one would win is a guess).
+    """
+    merged = dict(overrides or {})
+    for name, value in aliases.items():
+        if name not in ALIASES:
+            raise ConfigError(name, "not a trial parameter")
+        if value is None:
+            continue
+        if ALIASES[name] in merged:
+            raise ConfigError(name, f"given both as alias and as overrides[{ALIASES[name]!r}]; keep one")
+        merged[name] = value
+    return load_config(config_file, merged)
+
+
+# --- scraps -------------------------------------------------------------------------------------
+
+def epoch_scrap_name(epoch: int) -> str:
+    return f"{EPOCH_PREFIX}{epoch:04d}"
+
+
+def _jsonable(value: Any) -> Any:
+    """Non-finite floats become None: scraps are strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def glue(name: str, data: Any) -> None:
+    """Record a scrap in the running notebook (JSON encoder only: see the design notes)."""
+    import scrapbook as sb
+
+    sb.glue(name, _jsonable(data), encoder="json")
+
+
+def scrap_from_output(output: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """``(name, data)`` if a notebook output is a JSON scrap, else None."""
+    payload = (output.get("data") or {}).get(SCRAP_MIMETYPE)
+    if not payload:
+        return None
+    if isinstance(payload, str):
+        payload = json.loads(payload)
+    return payload["name"], payload["data"]
+
+
+def scraps_in(notebook: Mapping[str, Any]) -> dict[str, Any]:
+    """Every scrap of an (executed, possibly partial) notebook, in order of appearance."""
+    found = {}
+    for cell in notebook.get("cells", []):
+        for output in cell.get("outputs", []):
+            scrap = scrap_from_output(output)
+            if scrap:
+                found[scrap[0]] = scrap[1]
+    return found
+
+
+def epochs_and_summary(scraps: Mapping[str, Any]) -> tuple[list[dict], dict | None]:
+    epochs = [v for k, v in sorted(scraps.items()) if k.startswith(EPOCH_PREFIX)]
+    return epochs, scraps.get(SUMMARY)
+
+
+def read_trial_notebook(path: str | Path) -> tuple[dict, list[dict], dict | None]:
+    """``(papermill parameters, epoch scraps, summary)`` of an executed trial notebook."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    params = nb.metadata.get("papermill", {}).get("parameters", {})
+    return dict(params), *epochs_and_summary(scraps_in(nb))
+
+
+def best_metrics(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Each ``val/*`` metric's best (maximum) value over the epochs."""
+    best: dict[str, float] = {}
+    for row in history:
+        for key in VAL_KEYS:
+            value = row.get(key)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                best[key] = max(best.get(key, value), value)
+    return best
+
+
+# --- stop ---------------------------------------------------------------------------------------
+
+def request_stop(output_dir: str | Path, reason: str = "requested") -> None:
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / STOP_FILE).write_text(reason)
+
+
+def stop_requested(output_dir: str | Path) -> bool:
+    return bool(output_dir) and (Path(output_dir) / STOP_FILE).exists()
+
+
+# --- the notebook side --------------------------------------------------------------------------
+
+class ScrapRecorder:
+    """The training loop's callback inside a trial: glues each epoch and the summary, and stops
+    the loop when the driver asks."""
+
+    def __init__(self, cfg):
+        self.output_dir = cfg.OUTPUT_DIR
+        self.max_epochs = cfg.SOLVER.MAX_EPOCHS
+
+    def on_epoch_end(self, metrics: dict) -> bool:
+        glue(epoch_scrap_name(metrics["epoch"]), metrics)
+        return stop_requested(self.output_dir)
+
+    def on_train_end(self, result) -> None:
+        glue(SUMMARY, make_summary(result, self.max_epochs))
+
+
+def make_summary(result, max_epochs: int) -> dict:
+    evaluated = [row for row in result.history if "val/mAP" in row]
+    best_row = max(evaluated, key=lambda row: row["val/mAP"], default=None)
+    return {
+        "status": result.status,
+        "epochs_run": result.epochs_run,
+        "max_epochs": max_epochs,
+        "wall_time_s": result.wall_time_s,
+        "peak_mem_mb": result.peak_mem_mb,
+        "checkpoint": result.checkpoint,
+        "error": result.error,
+        "best_epoch": best_row["epoch"] if best_row else None,
+        "best": best_metrics(result.history),
+        "initial": result.initial,
+        "last": {k: evaluated[-1][k] for k in VAL_KEYS if k in evaluated[-1]} if evaluated else {},
+    }
