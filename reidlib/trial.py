@@ -73,7 +73,9 @@ def glue(name: str, data: Any) -> None:
     """Record a scrap in the running notebook (JSON encoder only: see the design notes)."""
     import scrapbook as sb
 
-    sb.glue(name, _jsonable(data), encoder="json")
+    data = _jsonable(data)
+    # scrapbook's JSON encoder parses str data as JSON text; a plain string must arrive as one.
+    sb.glue(name, json.dumps(data) if isinstance(data, str) else data, encoder="json")
 
 
 def scrap_from_output(output: Mapping[str, Any]) -> tuple[str, Any] | None:

@@ -36,10 +36,8 @@ def resolve_key(cfg: CfgNode, name: str) -> str:
     if name in known:
         return name
     candidates = list(ALIASES) + list(known)
-    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    if not close:
-        upper = {c.upper(): c for c in candidates}
-        close = [upper[name.upper()]] if name.upper() in upper else []
+    upper = {c.upper(): c for c in candidates}
+    close = [upper[name.upper()]] if name.upper() in upper else difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(name, f"not a config key or alias{hint}")
 

@@ -34,7 +34,9 @@ def _loggable(metrics: dict) -> dict:
 
 
 def flat_summary(summary: dict | None) -> dict:
-    """A trial's summary as W&B summary keys: ``val/mAP`` = best over epochs, plus status and costs."""
+    """A trial's summary as W&B summary keys: ``val/mAP`` = best over epochs (what
+    ``define_metric(summary="max")`` would keep, written as a plain number so W&B's sweep engine and
+    ``best_run`` read it), ``last/val/mAP`` = the last evaluation, plus status and costs."""
     if not summary:
         return {}
     flat = {k: v for k, v in summary.items() if k not in ("best", "last", "initial") and v is not None}
@@ -55,7 +57,9 @@ class TrialBridge:
     def on_scrap(self, name: str, data: Any) -> None:
         if name.startswith(contract.EPOCH_PREFIX):
             self.ledger.add_epoch(self.trial.name, data)
-            self._wandb(lambda run: run.log(_loggable(data), step=int(data["epoch"])))
+            # No explicit step: each epoch commits at once (a buffered last step would later overwrite
+            # the summary); the x-axis is `epoch` through define_metric.
+            self._wandb(lambda run: run.log(_loggable(data)))
             if self.on_epoch:
                 self.on_epoch(data)
         elif name == contract.SUMMARY:
@@ -94,8 +98,6 @@ def open_wandb_run(mode: str, project: str, entity: str | None, sweep_id: str, t
                          settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
         run.define_metric("epoch")
         run.define_metric("*", step_metric="epoch")
-        for key in contract.VAL_KEYS:
-            run.define_metric(key, summary="max")
         return run
     except Exception as err:
         log.warning("W&B could not start a run for %s (%s); continuing without it", trial.name, err)

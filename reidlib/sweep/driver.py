@@ -96,8 +96,7 @@ def run_trial(session: SweepSession, controller: LocalController, trial: Trial, 
     state, reason = CRASHED, "driver interrupted"
     try:
         outcome = execute_notebook(session.project_dir / session.spec.notebook, notebook_out, params,
-                                on_scrap=bridge.on_scrap, cwd=session.project_dir, timeout=timeout,
-                                kernel_log=notebook_out.with_suffix(".log"))
+                                on_scrap=bridge.on_scrap, cwd=session.project_dir, timeout=timeout)
         status = (bridge.summary or {}).get("status")
         state = _STATE_BY_STATUS.get(status, FAILED)
         reason = outcome.error or (None if status in ("finished", "stopped_early") else status)

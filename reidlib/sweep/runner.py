@@ -110,8 +110,13 @@ class TrialOutcome:
 def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict, on_scrap: ScrapCallback | None = None,
                   cwd: str | Path | None = None, env: dict[str, str] | None = None,
                   timeout: float | None = None, kernel_log: str | Path | None = None) -> TrialOutcome:
-    """Execute ``notebook`` with ``parameters`` into ``output`` in a fresh kernel of this environment."""
+    """Execute ``notebook`` with ``parameters`` into ``output`` in a fresh kernel of this environment.
+
+    The kernel process's own output (warnings, a crash's last words) goes to ``kernel_log``,
+    by default beside the output notebook with a ``.log`` suffix.
+    """
     output = Path(output)
+    kernel_log = kernel_log or output.with_suffix(".log")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         papermill.execute_notebook(

@@ -1,0 +1,46 @@
+"""Shared fixtures: a tiny synthetic dataset and config made in a temp dir (nothing downloads)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))  # test helpers (wandb_offline)
+
+TINY_CONFIG = {
+    "MODEL": {"DEVICE": "cpu", "NAME": "resnet18", "PRETRAIN_CHOICE": "none"},
+    "INPUT": {"SIZE_TRAIN": [32, 16], "SIZE_TEST": [32, 16], "PADDING": 2},
+    "DATASETS": {"NAMES": "synthetic",
+                 "SYNTHETIC": {"NUM_TRAIN_IDS": 8, "NUM_TEST_IDS": 6, "NUM_CAMERAS": 2,
+                               "IMAGES_PER_CAMERA": 2, "IMAGE_SIZE": [32, 16]}},
+    "DATALOADER": {"NUM_WORKERS": 0, "SAMPLER": "softmax_triplet", "NUM_INSTANCE": 2},
+    "SOLVER": {"MAX_EPOCHS": 2, "BASE_LR": 0.003, "STEPS": [10], "WARMUP_ITERS": 1, "EVAL_PERIOD": 1,
+               "CHECKPOINT_PERIOD": 100, "IMS_PER_BATCH": 8},
+    "TEST": {"IMS_PER_BATCH": 64},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> Path:
+    """A YACS file for a seconds-long CPU trial on a tiny generated dataset (shared by the session)."""
+    root = tmp_path_factory.mktemp("tiny")
+    config = {**TINY_CONFIG, "DATASETS": {**TINY_CONFIG["DATASETS"], "ROOT_DIR": str(root / "data")},
+              "OUTPUT_DIR": str(root / "out")}
+    path = root / "tiny.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture
+def write_spec(tmp_path, tiny_config):
+    """Write a sweep YAML (a dict, ``config_file`` defaulting to the tiny config) and return its path."""
+
+    def write(spec: dict, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump({"config_file": str(tiny_config), **spec}))
+        return path
+
+    return write

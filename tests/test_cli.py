@@ -1,0 +1,44 @@
+"""Errors a user causes: one line naming the file or field, exit 2, no runs/<id> left behind."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import REPO
+
+
+def cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", *args], cwd=cwd, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("content, words", [
+    (None, "sweep file not found"),
+    ("method: grid\nparameters: {base_lr: [0.1\n", "not valid YAML"),
+    ({"method": "grid", "parameters": {"base_lrr": [0.1]}}, "parameters.base_lrr: not a config key or alias; did you mean 'base_lr'?"),
+    ({"method": "grid", "parameters": {"base_lr": {"min": 0.1, "max": 1.0}}}, "parameters.base_lr: grid search needs discrete values"),
+    ({"method": "grid", "parameters": {"base_lr": [0.1]}, "config_file": "configs/nope.yml"}, "configs/nope.yml: config file not found"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, content, words):
+    spec = tmp_path / "spec.yaml"
+    if content is not None:
+        spec.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
+    runs = tmp_path / "runs"
+    proc = cli("run", str(spec), "--runs-dir", str(runs))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr
+    assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_validate_prints_the_normalised_spec():
+    proc = cli("validate", "sweeps/test.yaml")
+    assert proc.returncode == 0, proc.stderr
+    assert '"values": [' in proc.stdout and '"metric"' in proc.stdout
+
+
+def test_status_of_unknown_sweep_is_exit_2(tmp_path):
+    proc = cli("status", "nosuchid", "--runs-dir", str(tmp_path))
+    assert proc.returncode == 2 and "no sweep found" in proc.stderr

@@ -1,0 +1,119 @@
+import pytest
+
+from reidlib.config import check_config, config_diff, load_config
+from reidlib.errors import ConfigError
+from reidlib.trial import build_config
+
+UPSTREAM_YAML = """\
+MODEL:
+  PRETRAIN_PATH: '/home/user/.torch/models/resnet50-19c8e357.pth'
+  METRIC_LOSS_TYPE: 'triplet'
+  IF_LABELSMOOTH: 'on'
+  IF_WITH_CENTER: no
+INPUT:
+  SIZE_TRAIN: [256, 128]
+  SIZE_TEST: [256, 128]
+  PROB: 0.5
+  RE_PROB: 0.5
+  PADDING: 10
+DATASETS:
+  NAMES: ('market1501')
+  ROOT_DIR: ('/home/user/data')
+DATALOADER:
+  SAMPLER: 'softmax_triplet'
+  NUM_INSTANCE: 4
+  NUM_WORKERS: 8
+SOLVER:
+  OPTIMIZER_NAME: 'Adam'
+  MAX_EPOCHS: 120
+  BASE_LR: 0.00035
+  STEPS: [40, 70]
+  WARMUP_FACTOR: 0.01
+  WARMUP_ITERS: 10
+  IMS_PER_BATCH: 64
+TEST:
+  IMS_PER_BATCH: 128
+  RE_RANKING: 'no'
+OUTPUT_DIR: "/home/user/log"
+"""
+
+
+def test_reid_strong_baseline_yaml_loads_unchanged(tmp_path):
+    path = tmp_path / "softmax_triplet.yml"
+    path.write_text(UPSTREAM_YAML)
+    cfg = load_config(path)
+    assert cfg.DATASETS.NAMES == "market1501"  # YACS literal-evaluates ('market1501')
+    assert cfg.DATASETS.ROOT_DIR == "/home/user/data"
+    assert cfg.SOLVER.STEPS == (40, 70) and isinstance(cfg.SOLVER.STEPS, tuple)
+    assert cfg.INPUT.SIZE_TRAIN == [256, 128]
+    assert cfg.MODEL.IF_WITH_CENTER == "no"  # unquoted YAML `no` is a bool; the switch stays a string
+    assert cfg.is_frozen()
+
+
+def test_overrides_are_typed_per_key():
+    cfg = load_config(None, {"SOLVER.BASE_LR": "1e-4", "SOLVER.MAX_EPOCHS": 3.0, "SOLVER.STEPS": "[10, 20]",
+                             "MODEL.IF_LABELSMOOTH": False, "INPUT.SIZE_TRAIN": [128, 64]})
+    assert cfg.SOLVER.BASE_LR == pytest.approx(1e-4) and isinstance(cfg.SOLVER.BASE_LR, float)
+    assert cfg.SOLVER.MAX_EPOCHS == 3 and isinstance(cfg.SOLVER.MAX_EPOCHS, int)
+    assert cfg.SOLVER.STEPS == (10, 20)
+    assert cfg.MODEL.IF_LABELSMOOTH == "off"
+    assert config_diff(cfg)["SOLVER.MAX_EPOCHS"] == (50, 3)
+
+
+def test_aliases_reach_their_keys():
+    cfg = build_config(None, {"DATALOADER.SAMPLER": "softmax_triplet"}, base_lr=0.01, num_instance=4,
+                       ims_per_batch=16, margin=None)
+    assert cfg.SOLVER.BASE_LR == 0.01 and cfg.DATALOADER.NUM_INSTANCE == 4 and cfg.SOLVER.IMS_PER_BATCH == 16
+    assert cfg.SOLVER.MARGIN == 0.3  # None keeps the config's value
+
+
+@pytest.mark.parametrize("overrides, field, words", [
+    ({"SOLVER.BASE_RL": 0.1}, "SOLVER.BASE_RL", "did you mean 'SOLVER.BASE_LR'"),
+    ({"base_lrr": 0.1}, "base_lrr", "did you mean 'base_lr'"),
+    ({"solver.base_lr": 0.1}, "solver.base_lr", "did you mean 'SOLVER.BASE_LR'"),
+    ({"SOLVER.MAX_EPOCHS": 2.5}, "SOLVER.MAX_EPOCHS", "expected an integer"),
+    ({"SOLVER.BASE_LR": "fast"}, "SOLVER.BASE_LR", "expected a number"),
+    ({"SOLVER.STEPS": 40}, "SOLVER.STEPS", "expected a list"),
+    ({"SOLVER.IMS_PER_BATCH": True}, "SOLVER.IMS_PER_BATCH", "expected an integer"),
+])
+def test_bad_override_names_field_and_expectation(overrides, field, words):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert err.value.field == field
+    assert words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("overrides, field", [
+    ({"DATALOADER.SAMPLER": "softmax_triplet", "DATALOADER.NUM_INSTANCE": 4, "SOLVER.IMS_PER_BATCH": 30}, "SOLVER.IMS_PER_BATCH"),
+    ({"DATALOADER.SAMPLER": "triplet", "MODEL.METRIC_LOSS_TYPE": "softmax"}, "MODEL.METRIC_LOSS_TYPE"),
+    ({"SOLVER.MAX_EPOCHS": 0}, "SOLVER.MAX_EPOCHS"),
+    ({"SOLVER.BASE_LR": -1.0}, "SOLVER.BASE_LR"),
+])
+def test_impossible_combinations_fail_before_data(overrides, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert err.value.field == field
+
+
+def test_alias_and_key_together_is_an_error():
+    with pytest.raises(ConfigError, match="base_lr"):
+        build_config(None, {"SOLVER.BASE_LR": 0.1}, base_lr=0.2)
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yml")
+    bad = tmp_path / "bad.yml"
+    bad.write_text("SOLVER:\n  BASE_LR: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    unknown = tmp_path / "unknown.yml"
+    unknown.write_text("SOLVER:\n  BASE_LRR: 0.1\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(unknown)
+    assert str(unknown) in err.value.field and "SOLVER.BASE_LR" in str(err.value)
+
+
+def test_check_config_accepts_defaults():
+    check_config(load_config())

@@ -1,0 +1,76 @@
+import pytest
+
+from reidlib.errors import SpecError
+from reidlib.sweep.spec import check_against_config, flatten_run_config, load_spec, normalise
+
+
+def test_old_shorthand_is_normalised(write_spec):
+    spec = load_spec(write_spec({"name": "reid_test_sweep", "method": "random", "count": 3,
+                                 "parameters": {"base_lr": [0.0001, 0.00035], "max_epochs": 2}}))
+    assert spec.search_config["parameters"] == {"base_lr": {"values": [0.0001, 0.00035]}, "max_epochs": {"value": 2}}
+    assert spec.metric == {"name": "val/mAP", "goal": "maximize"}
+    assert spec.count == 3
+    assert "count" not in spec.search_config and "config_file" not in spec.search_config
+    check_against_config(spec)
+
+
+def test_nested_parameters_are_dotted_keys(write_spec):
+    spec = load_spec(write_spec({"method": "grid", "parameters": {
+        "SOLVER": {"parameters": {"BASE_LR": {"values": [0.1, 0.2]}, "STEPS": {"value": [3, 4]}}}}}))
+    check_against_config(spec)
+    params, overrides = flatten_run_config({"SOLVER": {"BASE_LR": 0.1, "STEPS": [3, 4]}, "base_lr": 0.3})
+    assert params == {"base_lr": 0.3}
+    assert overrides == {"SOLVER.BASE_LR": 0.1, "SOLVER.STEPS": [3, 4]}
+
+
+def test_min_max_infers_distribution_like_wandb():
+    spec = normalise({"method": "random", "parameters": {"a": {"min": 1, "max": 4}, "b": {"min": 0.1, "max": 1.0}}})
+    assert spec.search_config["parameters"]["a"]["distribution"] == "int_uniform"
+    assert spec.search_config["parameters"]["b"]["distribution"] == "uniform"
+
+
+@pytest.mark.parametrize("raw, field, words", [
+    ({"method": "random", "parameters": {"base_lr": {"min": "abc", "max": 1.0}}}, "parameters.base_lr.min", "expected a number, got 'abc'"),
+    ({"method": "grid", "parameters": {"base_lr": {"min": 0.1, "max": 1.0}}}, "parameters.base_lr", "grid search needs discrete values"),
+    ({"method": "random", "parameters": {"base_lr": {"values": []}}}, "parameters.base_lr.values", "non-empty list"),
+    ({"method": "random", "parameters": {"base_lr": [0.1]}, "count": -1}, "count", "positive integer"),
+    ({"method": "random", "parameters": {"base_lr": [0.1]}, "count": 0}, "count", "positive integer"),
+    ({"method": "anneal", "parameters": {"base_lr": [0.1]}}, "method", "grid, random, bayes"),
+    ({"method": "random", "parameters": {}}, "parameters", "at least one"),
+    ({"method": "random", "parameters": {"base_lr": [0.1]}, "early_terminate": {"type": "hyperband", "min_iter": 2, "s": 1.5}},
+     "early_terminate.s", "positive integer"),
+    ({"method": "random", "parameters": {"base_lr": [0.1]}, "early_terminate": {"type": "hyperband"}}, "early_terminate", "min_iter"),
+    ({"method": "random", "parameters": {"base_lr": [0.1]}, "metric": {"name": "val/mAP", "goal": "up"}}, "metric.goal", "maximize"),
+    ({"method": "random", "parameters": {"base_lr": {"distribution": "zipf", "min": 1, "max": 2}}}, "parameters.base_lr.distribution", "expected one of"),
+    ({"method": "random", "parameters": {"base_lr": {"min": 2.0, "max": 1.0}}}, "parameters.base_lr.min", "min <= max"),
+    ({"method": "random", "parameters": {"base_lr": {"min": 0.0, "max": 1.0, "distribution": "log_uniform_values"}}}, "parameters.base_lr.min", "positive"),
+    ({"method": "random", "parameters": {"base_lr": [0.1]}, "cout": 3}, "cout", "unknown sweep key"),
+    ({"method": "random", "parameters": {"opt": {"parameters": []}}}, "parameters.opt.parameters", "mapping"),
+])
+def test_bad_specs_name_the_field(raw, field, words):
+    with pytest.raises(SpecError) as err:
+        normalise(raw)
+    assert err.value.field == field
+    assert words in err.value.message
+
+
+@pytest.mark.parametrize("parameters, field, words", [
+    ({"base_lrr": [0.1]}, "parameters.base_lrr", "did you mean 'base_lr'"),
+    ({"SOLVER": {"parameters": {"BASE_LRR": {"value": 0.1}}}}, "parameters.SOLVER.parameters.BASE_LRR", "SOLVER.BASE_LR"),
+    ({"max_epochs": ["many"]}, "parameters.max_epochs", "expected an integer"),
+])
+def test_parameters_are_checked_against_the_config(write_spec, parameters, field, words):
+    spec = load_spec(write_spec({"method": "grid", "parameters": parameters}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert err.value.field == field
+    assert words in err.value.message
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(SpecError, match="sweep file not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: grid\nparameters: {base_lr: [0.1\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
