@@ -27,8 +27,8 @@ def plot_history(history: Iterable[Mapping], title: str = ""):
 
     frame = pd.DataFrame(list(history))
     panels = [("train/loss", "loss"), ("train/acc", "train accuracy"), ("train/lr", "learning rate"),
-              (["val/mAP", "val/rank1"], "validation")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(12, 2.6), dpi=72)
+              (["val/mAP", "val/rank1"], "validation"), ("time/epoch_s", "seconds per epoch")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(14, 2.6), dpi=72)
     for ax, (keys, label) in zip(axes, panels):
         for key in [keys] if isinstance(keys, str) else keys:
             if key in frame:
@@ -48,7 +48,84 @@ def plot_history(history: Iterable[Mapping], title: str = ""):
 
 def summary_table(summary: Mapping) -> pd.DataFrame:
     """A trial summary as one column: status, costs, then best, last and untrained metrics."""
-    rows = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    rows = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
     for group in ("best", "last", "initial"):
         rows.update({f"{group} {k}": v for k, v in (summary.get(group) or {}).items()})
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+
+
+def evaluation_table(summary: Mapping) -> pd.DataFrame:
+    """mAP, mINP and rank-k of the best epoch, the last evaluation and the untrained model."""
+    columns = {group: summary.get(group) or {} for group in ("best", "last", "initial")}
+    frame = pd.DataFrame(columns).rename(columns={"initial": "untrained"})
+    return frame.loc[[k for k in ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10") if k in frame.index]].round(4)
+
+
+def plot_cmc(cmc: list[float], max_rank: int = 20):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4, 2.6), dpi=72)
+    ranks = list(range(1, min(max_rank, len(cmc)) + 1))
+    ax.plot(ranks, cmc[: len(ranks)], marker=".")
+    ax.set_xlabel("rank", fontsize=8)
+    ax.set_ylabel("matching rate", fontsize=8)
+    ax.set_title("CMC (last evaluation)", fontsize=9)
+    ax.set_ylim(0, 1.02)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def ranked_gallery(cfg, model, loaders, num_queries: int = 4, top: int = 10, border: int = 3):
+    """For a few queries, the query image then its top-``top`` gallery images under the protocol
+    (same id and camera removed), correct matches framed green and wrong ones red.
+
+    One composed JPEG at the images' own resolution: a few tens of KB in the executed notebook.
+    """
+    import io
+
+    import numpy as np
+    from IPython.display import Image as JpegImage
+    from PIL import Image, ImageOps
+
+    from reidlib.engine import extract_features
+    from reidlib.evaluation import feature_distances
+
+    device = next(model.parameters()).device
+    q_feats, q_pids, q_camids = extract_features(model, loaders.query, device)
+    g_feats, g_pids, g_camids = extract_features(model, loaders.gallery, device)
+    distmat = feature_distances(q_feats, g_feats, cfg.TEST.FEAT_NORM == "yes")
+    height, width = cfg.INPUT.SIZE_TEST
+    cell_w, cell_h = width + 2 * border, height + 2 * border
+    picks = np.linspace(0, len(q_pids) - 1, num=min(num_queries, len(q_pids))).astype(int)
+    sheet = Image.new("RGB", ((top + 1) * cell_w + border * 2, len(picks) * cell_h), "white")
+    for row, q in enumerate(picks):
+        order = np.argsort(distmat[q], kind="stable")
+        order = order[~((g_pids[order] == q_pids[q]) & (g_camids[order] == q_camids[q]))][:top]
+        shown = [(loaders.dataset.query[q][0], "black")]
+        shown += [(loaders.dataset.gallery[g][0], "green" if g_pids[g] == q_pids[q] else "red") for g in order]
+        for col, (path, colour) in enumerate(shown):
+            with Image.open(path) as img:
+                tile = ImageOps.expand(img.convert("RGB").resize((width, height)), border=border, fill=colour)
+            sheet.paste(tile, (col * cell_w + (border * 2 if col else 0), row * cell_h))
+    buffer = io.BytesIO()
+    sheet.save(buffer, format="JPEG", quality=85)
+    return JpegImage(data=buffer.getvalue(), format="jpeg")
+
+
+def environment_table(cfg) -> pd.DataFrame:
+    """Library versions and the device the trial ran on."""
+    import platform
+
+    import torch
+    import torchvision
+
+    import reidlib
+    from reidlib.engine import resolve_device
+
+    device = resolve_device(cfg.MODEL.DEVICE)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    return pd.DataFrame({"value": pd.Series({"python": platform.python_version(), "torch": torch.__version__,
+                                             "torchvision": torchvision.__version__, "reidlib": reidlib.__version__,
+                                             "device": name})})

@@ -35,12 +35,17 @@ def aliases_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
     return {name: namespace[name] for name in ALIASES if name in namespace}
 
 
-def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = None, **aliases: Any):
+def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = None,
+                 wandb_project: str | None = None, **aliases: Any):
     """The trial's frozen config: the file, then ``overrides``, then the aliases that are not None.
 
-    An alias and its dotted key given together is an error (which one would win is a guess).
+    ``wandb_project`` turns on W&B logging from inside the notebook (standalone runs only: under the
+    driver, which owns the run, it is never given). An alias and its dotted key given together is an
+    error (which one would win is a guess).
     """
     merged = dict(overrides or {})
+    if wandb_project:
+        merged.update({"WANDB.ENABLE": True, "WANDB.PROJECT": wandb_project})
     for name, value in aliases.items():
         if name not in ALIASES:
             raise ConfigError(name, "not a trial parameter")
@@ -154,6 +159,36 @@ class ScrapRecorder:
         glue(SUMMARY, make_summary(result, self.max_epochs))
 
 
+class WandbRecorder:
+    """A standalone trial's own W&B run (``WANDB.ENABLE``): one ``wandb.init`` in the kernel, one
+    ``log`` per epoch. The sweep driver forces ``WANDB.ENABLE`` off: there it owns the run."""
+
+    def __init__(self, cfg):
+        import wandb
+
+        from reidlib.config import flat_keys
+
+        w = cfg.WANDB
+        self.run = wandb.init(project=w.PROJECT, entity=w.ENTITY or None, name=w.NAME or None, tags=list(w.TAGS),
+                              config=dict(flat_keys(cfg)), reinit="create_new")
+        self.run.define_metric("*", step_metric="epoch")
+        self.max_epochs = cfg.SOLVER.MAX_EPOCHS
+
+    def on_epoch_end(self, metrics: dict) -> bool:
+        self.run.log({k: v for k, v in _jsonable(metrics).items() if v is not None})
+        return False
+
+    def on_train_end(self, result) -> None:
+        summary = make_summary(result, self.max_epochs)
+        self.run.summary.update({**summary["best"], "status": summary["status"], "epochs_run": summary["epochs_run"]})
+        self.run.finish(exit_code=0 if result.status in ("finished", "stopped_early") else 1)
+
+
+def callbacks(cfg) -> list:
+    """The training loop's callbacks inside a trial: scraps always, W&B when the config asks."""
+    return [ScrapRecorder(cfg)] + ([WandbRecorder(cfg)] if cfg.WANDB.ENABLE else [])
+
+
 def make_summary(result, max_epochs: int) -> dict:
     evaluated = [row for row in result.history if "val/mAP" in row]
     best_row = max(evaluated, key=lambda row: row["val/mAP"], default=None)
@@ -168,5 +203,6 @@ def make_summary(result, max_epochs: int) -> dict:
         "best_epoch": best_row["epoch"] if best_row else None,
         "best": best_metrics(result.history),
         "initial": result.initial,
+        "cmc": result.cmc[:20],
         "last": {k: evaluated[-1][k] for k in VAL_KEYS if k in evaluated[-1]} if evaluated else {},
     }

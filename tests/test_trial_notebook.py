@@ -34,7 +34,17 @@ def test_runs_alone_with_the_papermill_cli(tmp_path, tiny_config):
     assert [e["epoch"] for e in epochs] == [1]
     assert set(trial.EPOCH_KEYS) | set(trial.VAL_KEYS) <= set(epochs[0])
     assert summary["status"] == "finished" and Path(summary["checkpoint"]).is_file()
-    assert out.stat().st_size < 500_000  # a report, not a log dump
+    assert out.stat().st_size < 200_000  # a report, not a log dump
+    assert not error_outputs(out)
+    mimetypes = {m for c in nbformat.read(out, as_version=4).cells for o in c.get("outputs", []) for m in o.get("data", {})}
+    assert {"image/png", "image/jpeg", "text/html"} <= mimetypes  # curves and CMC, ranked gallery, tables
+
+    # The report exports to HTML with inputs hidden (report mode): figures embedded, no code.
+    from nbconvert import HTMLExporter
+
+    html, _ = HTMLExporter(exclude_input=True).from_filename(str(out))
+    assert "data:image/jpeg;base64" in html and "data:image/png;base64" in html
+    assert "make_data_loaders" not in html and "val/mAP" in html
 
 
 def test_scraps_reach_the_file_while_the_trial_runs_and_stop_ends_it(tmp_path, tiny_config):

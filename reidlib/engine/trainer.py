@@ -37,6 +37,7 @@ class TrainResult:
     checkpoint: str | None = None
     error: str | None = None
     initial: dict = field(default_factory=dict)  # metrics of the untrained model (TEST.EVAL_BEFORE_TRAINING)
+    cmc: list[float] = field(default_factory=list)  # CMC curve of the last evaluation (rank 1..50)
 
     @property
     def epochs_run(self) -> int:
@@ -65,22 +66,25 @@ def _peak_mem_mb(device: torch.device) -> float:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
 
 
-def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback] = ()) -> TrainResult:
+def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback] = (),
+             resume: str | None = None) -> TrainResult:
     """Train ``model`` for ``SOLVER.MAX_EPOCHS`` epochs, evaluating every ``SOLVER.EVAL_PERIOD``
-    epochs and at the last one. A non-finite loss ends training at once (status 'diverged')."""
+    epochs and at the last one. A non-finite loss ends training at once (status 'diverged').
+    ``resume`` continues from a checkpoint of ``save_checkpoint`` (model, optimiser, schedule, epoch)."""
     device = resolve_device(cfg.MODEL.DEVICE)
     model.to(device)
     loss_fn = make_loss(cfg, loaders.num_classes)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
     checkpoint = Path(cfg.OUTPUT_DIR) / "checkpoint.pth" if cfg.OUTPUT_DIR else None
+    first_epoch = load_checkpoint(resume, model, optimizer, scheduler, device) + 1 if resume else 1
     result = TrainResult(status=FINISHED)
     start = time.perf_counter()
     max_epochs = cfg.SOLVER.MAX_EPOCHS
     try:
-        if cfg.TEST.EVAL_BEFORE_TRAINING == "yes":
-            result.initial = evaluate(cfg, model, loaders, device)
-        for epoch in range(1, max_epochs + 1):
+        if cfg.TEST.EVAL_BEFORE_TRAINING == "yes" and not resume:
+            result.initial, _ = evaluate(cfg, model, loaders, device)
+        for epoch in range(first_epoch, max_epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
             lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with (weights' group)
@@ -106,7 +110,9 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             if result.status == DIVERGED:
                 metrics["train/loss"] = float("nan")
             elif epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
-                metrics.update(evaluate(cfg, model, loaders, device))
+                val, cmc = evaluate(cfg, model, loaders, device)
+                metrics.update(val)
+                result.cmc = [float(c) for c in cmc]
             metrics["time/epoch_s"] = time.perf_counter() - epoch_start
             metrics["gpu/peak_mem_mb"] = _peak_mem_mb(device)
             result.history.append(metrics)
@@ -130,7 +136,8 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     return result
 
 
-def evaluate(cfg, model, loaders, device) -> dict:
+def evaluate(cfg, model, loaders, device):
+    """``(val metrics, CMC curve)`` of ``model`` on the query and gallery sets."""
     q_feats, q_pids, q_camids = extract_features(model, loaders.query, device)
     g_feats, g_pids, g_camids = extract_features(model, loaders.gallery, device)
     return evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
@@ -144,3 +151,14 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int) -> None
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
     tmp.replace(path)
+
+
+def load_checkpoint(path: str, model, optimizer, scheduler, device) -> int:
+    """Restore a ``save_checkpoint`` file; returns the epoch it was saved after."""
+    if not Path(path).is_file():
+        raise ConfigError("resume", f"checkpoint not found: {path}")
+    state = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    return int(state["epoch"])

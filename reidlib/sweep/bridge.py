@@ -39,7 +39,7 @@ def flat_summary(summary: dict | None) -> dict:
     ``best_run`` read it), ``last/val/mAP`` = the last evaluation, plus status and costs."""
     if not summary:
         return {}
-    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "initial") and v is not None}
+    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "initial", "cmc") and v is not None}
     flat.update(summary.get("best") or {})
     flat.update({f"last/{k}": v for k, v in (summary.get("last") or {}).items()})
     flat.update({f"initial/{k}": v for k, v in (summary.get("initial") or {}).items()})

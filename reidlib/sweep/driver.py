@@ -72,6 +72,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
 def trial_parameters(session: SweepSession, trial: Trial) -> dict:
     """The papermill parameters of a trial: sweep defaults, then the controller's choice."""
     params, overrides = flatten_run_config({**session.spec.defaults, **trial.params})
+    overrides["WANDB.ENABLE"] = False  # the driver owns this trial's W&B run: one owner per run
     return {**params, "config_file": session.spec.config_file, "overrides": overrides,
             "output_dir": str(session.directory / "trials" / trial.name)}
 

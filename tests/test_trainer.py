@@ -1,0 +1,78 @@
+"""The training loop's contract with its callbacks: metrics per epoch, stop, divergence, OOM, resume."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reidlib.data import make_data_loaders
+from reidlib.engine import do_train, seed_everything
+from reidlib.modeling import make_model
+from reidlib.trial import EPOCH_KEYS, VAL_KEYS, build_config, make_summary
+
+
+class Recorder:
+    def __init__(self, stop_after: int | None = None):
+        self.epochs, self.result, self.stop_after = [], None, stop_after
+
+    def on_epoch_end(self, metrics):
+        self.epochs.append(metrics)
+        return self.stop_after is not None and metrics["epoch"] >= self.stop_after
+
+    def on_train_end(self, result):
+        self.result = result
+
+
+def setup(tiny_config, tmp_path, **aliases):
+    cfg = build_config(str(tiny_config), output_dir=str(tmp_path), **aliases)
+    seed_everything(cfg.SEED)
+    loaders = make_data_loaders(cfg)
+    return cfg, loaders, make_model(cfg, loaders.num_classes)
+
+
+def test_every_epoch_reaches_the_callbacks_and_stop_is_honoured(tiny_config, tmp_path):
+    cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=4)
+    rec = Recorder(stop_after=2)
+    result = do_train(cfg, model, loaders, [rec])
+    assert [m["epoch"] for m in rec.epochs] == [1, 2]
+    assert set(EPOCH_KEYS) | set(VAL_KEYS) <= set(rec.epochs[0])
+    assert result.status == "stopped_early" and rec.result is result
+    assert (tmp_path / "checkpoint.pth").is_file()  # a stopped trial keeps what it learned
+
+
+def test_non_finite_loss_ends_training_at_once(tiny_config, tmp_path):
+    cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=5, optimizer="SGD", base_lr=1e30)
+    rec = Recorder()
+    result = do_train(cfg, model, loaders, [rec])
+    assert result.status == "diverged"
+    assert result.epochs_run < 5 and math.isnan(rec.epochs[-1]["train/loss"])
+    assert make_summary(result, 5)["status"] == "diverged"
+
+
+def test_cuda_oom_is_recorded_then_raised(tiny_config, tmp_path):
+    cfg, loaders, _ = setup(tiny_config, tmp_path)
+
+    class OutOfMemory(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, images):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB\nmore detail")
+
+    rec = Recorder()
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        do_train(cfg, OutOfMemory(), loaders, [rec])
+    assert rec.result.status == "oom"
+    assert rec.result.error == "CUDA out of memory. Tried to allocate 20.00 GiB"
+
+
+def test_resume_continues_after_the_checkpoint(tiny_config, tmp_path):
+    cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=2)
+    do_train(cfg, model, loaders)
+    cfg3, loaders3, model3 = setup(tiny_config, tmp_path, max_epochs=3)
+    rec = Recorder()
+    do_train(cfg3, model3, loaders3, [rec], resume=str(tmp_path / "checkpoint.pth"))
+    assert [m["epoch"] for m in rec.epochs] == [3]
+    assert rec.epochs[0]["train/lr"] == pytest.approx(cfg3.SOLVER.BASE_LR)  # the schedule resumed too
