@@ -4,8 +4,8 @@ Both sides import this module and nothing else of each other.
 
 - **Parameters**: ``config_file``, ``overrides`` (dotted YACS keys -> values) and the aliases of
   ``reidlib.config.ALIASES`` (``None`` = keep the config's value).
-- **Scraps** (JSON): one ``epoch/NNNN`` scrap per epoch with at least ``EPOCH_KEYS`` (and ``VAL_KEYS``
-  on evaluation epochs), then one ``summary`` scrap.
+- **Scraps** (JSON): ``config`` (the effective config) before training, one ``epoch/NNNN`` scrap per
+  epoch with at least ``EPOCH_KEYS`` (and ``VAL_KEYS`` on evaluation epochs), then one ``summary``.
 - **Stop**: a file named ``STOP`` in the trial's output directory; the trial checks it after each
   epoch and ends with status ``stopped_early``.
 """
@@ -21,6 +21,7 @@ from reidlib.errors import ConfigError
 
 EPOCH_PREFIX = "epoch/"
 SUMMARY = "summary"
+CONFIG = "config"  # the trial's effective config, flattened to dotted keys, glued before training
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "train/lr", "time/epoch_s", "gpu/peak_mem_mb")
 VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
 STATUSES = ("finished", "stopped_early", "diverged", "oom", "failed")
@@ -148,8 +149,11 @@ class ScrapRecorder:
     the loop when the driver asks."""
 
     def __init__(self, cfg):
+        from reidlib.config import flat_keys
+
         self.output_dir = cfg.OUTPUT_DIR
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
+        glue(CONFIG, dict(flat_keys(cfg)))
 
     def on_epoch_end(self, metrics: dict) -> bool:
         glue(epoch_scrap_name(metrics["epoch"]), metrics)

@@ -61,7 +61,7 @@ def test_scraps_reach_the_file_while_the_trial_runs_and_stop_ends_it(tmp_path, t
                                                "output_dir": str(output_dir)}, on_scrap=on_scrap, cwd=REPO)
     assert outcome.error is None
     # epoch 1 was saved to the notebook file before the trial went on, and no summary existed yet
-    assert on_disk_during_run == [[trial.epoch_scrap_name(1)]]
+    assert on_disk_during_run == [[trial.CONFIG, trial.epoch_scrap_name(1)]]
     _, epochs, summary = trial.read_trial_notebook(out)
     assert summary["status"] == "stopped_early"
     assert summary["epochs_run"] == len(epochs) <= 2  # the stop lands within one epoch

@@ -64,6 +64,9 @@ class TrialBridge:
                 self.on_epoch(data)
         elif name == contract.SUMMARY:
             self.summary = data
+        elif name == contract.CONFIG:
+            self.ledger.update_trial(self.trial.name, config=data)
+            self._wandb(lambda run: run.config.update(data, allow_val_change=True))
 
     def _wandb(self, action: Callable[[Any], None]) -> None:
         if self.run is None:

@@ -7,20 +7,26 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import subprocess
 import sys
 from pathlib import Path
 
-from reidlib.errors import ReidSweepError
+from reidlib.errors import ReidSweepError, SpecError
 
 EXIT_USER_ERROR = 2
 
 
-def _cmd_run(args) -> int:
-    from reidlib.analysis import leaderboard, open_sweep
-    from reidlib.sweep.driver import run_analysis, run_sweep
+def _spec_amendments(args) -> dict:
+    return {k: v for k, v in {"method": args.method, "name": args.name, "metric": args.metric,
+                              "config_file": args.config_file, "custom_params": args.custom_params,
+                              "values": args.values}.items() if v}
 
-    result = run_sweep(args.spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
-                       wandb=args.wandb, project=args.project, entity=args.entity, timeout=args.timeout)
+
+def _report(result) -> None:
+    from reidlib.analysis import leaderboard, open_sweep
+    from reidlib.sweep.driver import run_analysis
+
     analysis = run_analysis(result.directory)
     sweep = open_sweep(result.directory)
     name, _ = sweep.metric
@@ -34,17 +40,53 @@ def _cmd_run(args) -> int:
         versus = f" (untrained features: {untrained:.4f})" if untrained is not None else ""
         print(f"best trial: {best.name}  {name} {best.summary[name]:.4f}{versus}")
         print(f"best trial notebook: {best.notebook_path}")
+    epochs = sum(r.summary.get("epochs_run", 0) for r in sweep.runs)
+    budget = sum(r.summary.get("max_epochs", 0) for r in sweep.runs)
+    if budget:
+        print(f"epochs trained: {epochs} of a full budget of {budget}")
     print(f"ledger: {result.directory / 'sweep.db'}")
     print(f"analysis: {analysis}")
+
+
+def _cmd_run(args) -> int:
+    from reidlib.sweep.driver import run_sweep
+    from reidlib.sweep.spec import load_spec
+
+    if args.sweep_id and len(args.spec) > 1:
+        raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
+    specs = [load_spec(path, **_spec_amendments(args)) for path in args.spec]  # all checked before any runs
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
+    for spec in specs:
+        result = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir, wandb=args.wandb,
+                           project=args.project, entity=args.entity, time_limit=args.time_limit,
+                           workers=args.workers, gpus=gpus)
+        _report(result)
     return 0
 
 
 def _cmd_validate(args) -> int:
-    from reidlib.sweep.spec import check_against_config, load_spec
+    import papermill
 
-    spec = load_spec(args.spec)
+    from reidlib.sweep.controller import LocalController
+    from reidlib.sweep.spec import check_against_config, flatten_run_config, leaves, load_spec
+
+    spec = load_spec(args.spec, **_spec_amendments(args))
     check_against_config(spec)
+    notebook = Path(spec.notebook)
+    if not notebook.is_file():
+        raise SpecError("notebook", f"trial notebook not found: {notebook}")
+    accepted = set(papermill.inspect_notebook(str(notebook)))
+    first, _ = LocalController(spec).next_trial([])
+    params, overrides = flatten_run_config({**spec.defaults, **first})
+    missing = sorted(set(params) - accepted)
+    if missing:
+        raise SpecError(f"parameters.{missing[0]}", f"{notebook} has no such parameter")
     print(json.dumps(spec.to_dict(), indent=2, default=str))
+    if spec.search_config["method"] == "grid":
+        sizes = [len(p["values"]) if "values" in p else p["max"] - p["min"] + 1 if p.get("distribution") == "int_uniform" else 1
+                 for _, _, p in leaves(spec.search_config["parameters"])]
+        print(f"grid points: {math.prod(sizes)}")
+    print(f"first trial: {json.dumps({**params, 'overrides': overrides}, default=str)}")
     return 0
 
 
@@ -54,30 +96,67 @@ def _cmd_status(args) -> int:
     sweep = open_sweep(args.sweep, args.runs_dir or "runs")
     print(f"sweep {sweep.id} ({sweep.name}): {len(sweep.runs)} trials")
     print(leaderboard(sweep).to_string(max_colwidth=40))
+    best = sweep.best_run()
+    if best:
+        print(f"best so far: {best.name} {sweep.metric[0]} {best.summary[sweep.metric[0]]:.4f}")
     return 0
+
+
+def _cmd_stop(args) -> int:
+    from reidlib.analysis import open_sweep
+    from reidlib.sweep.driver import stop_sweep
+
+    names = stop_sweep(open_sweep(args.sweep, args.runs_dir or "runs").directory)
+    print(f"stopping: no new trials; {', '.join(names) or 'no trial'} running end after their current epoch")
+    return 0
+
+
+def _cmd_sync(args) -> int:
+    from reidlib.analysis import open_sweep
+
+    runs = sorted((open_sweep(args.sweep, args.runs_dir or "runs").directory / "wandb").glob("offline-run-*"))
+    if not runs:
+        raise SpecError(args.sweep, "no offline wandb runs to sync")
+    return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, runs)])
+
+
+def _add_spec_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", choices=("grid", "random", "bayes"), help="replace the spec's method")
+    parser.add_argument("--name", help="replace the spec's name")
+    parser.add_argument("--metric", help="NAME[:minimize|maximize] (default val/mAP:maximize)")
+    parser.add_argument("--config-file", help="the YACS file trials start from")
+    parser.add_argument("--custom-params", help='JSON mapping of parameters to add or replace, e.g. \'{"margin": [0.3, 0.5]}\'')
+    parser.add_argument("--values", action="append", metavar="NAME=v1,v2", help="values for a parameter (repeatable)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reid-sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="run (or resume) a sweep from a W&B-schema YAML")
-    run.add_argument("spec", help="sweep YAML, e.g. sweeps/demo.yaml")
+    run = sub.add_parser("run", help="run (or resume) sweeps from W&B-schema YAMLs, one after the other")
+    run.add_argument("spec", nargs="+", help="sweep YAML, e.g. sweeps/demo.yaml")
     run.add_argument("--count", type=int, help="total number of trials (overrides the spec's count)")
     run.add_argument("--sweep-id", help="resume this sweep")
     run.add_argument("--runs-dir", help="where sweeps are written (default: runs/)")
+    run.add_argument("--workers", type=int, default=1, help="trials run in parallel (CPU threads are split)")
+    run.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU, each kernel sees only its own")
+    run.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
     run.add_argument("--wandb", choices=("offline", "online", "disabled"),
                      help="W&B mode (default: offline unless a key or WANDB_BASE_URL is configured)")
     run.add_argument("--project", default="reid-sweep", help="W&B project")
     run.add_argument("--entity", help="W&B entity")
-    run.add_argument("--timeout", type=float, help="per-cell time limit of a trial, in seconds")
+    _add_spec_options(run)
     run.set_defaults(func=_cmd_run)
-    validate = sub.add_parser("validate", help="check a sweep YAML and print it normalised")
+    validate = sub.add_parser("validate", help="check a sweep YAML; print it normalised and the first trial")
     validate.add_argument("spec")
+    _add_spec_options(validate)
     validate.set_defaults(func=_cmd_validate)
-    status = sub.add_parser("status", help="a sweep's trials, states and best so far")
-    status.add_argument("sweep", help="sweep id or runs/<id> directory")
-    status.add_argument("--runs-dir")
-    status.set_defaults(func=_cmd_status)
+    for name, func, text in (("status", _cmd_status, "a sweep's trials, states and best so far"),
+                             ("stop", _cmd_stop, "no new trials; running ones end after their current epoch"),
+                             ("sync", _cmd_sync, "upload a sweep's offline wandb runs (wandb sync)")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("sweep", help="sweep id or runs/<id> directory")
+        command.add_argument("--runs-dir")
+        command.set_defaults(func=func)
     return parser
 
 
@@ -86,9 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("papermill", "traitlets", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if getattr(args, "count", None) is not None and args.count < 1:
-        print(f"error: --count: expected a positive integer, got {args.count}", file=sys.stderr)
-        return EXIT_USER_ERROR
+    for flag in ("count", "workers", "time_limit"):
+        value = getattr(args, flag, None)
+        if value is not None and value <= 0:
+            print(f"error: --{flag.replace('_', '-')}: expected a positive number, got {value}", file=sys.stderr)
+            return EXIT_USER_ERROR
     try:
         return args.func(args)
     except ReidSweepError as err:

@@ -1,18 +1,26 @@
 """The local search engine: W&B's open-source ``sweeps`` package over the ledger's trials.
 
 Running trials are passed to ``next_run`` too, so a grid point is never handed out twice. What the
-W&B server adds on top of ``sweeps`` we implement here: ``count``/``run_cap`` and ``metric.target``.
+W&B server adds on top of ``sweeps`` we implement here: ``count``/``run_cap``, ``metric.target``, and
+the agent's guard against a sweep whose every trial fails at start-up.
 
 How trials count for the search (documented choice): a finished trial reports the best value of the
 metric over its epochs (as ``define_metric(summary="max")``); a trial stopped early by hyperband
-reports the best value it reached; failed trials report nothing (``sweeps`` ignores them).
+reports the best value it reached (its state is 'finished' for ``sweeps``, with ``stopped`` set);
+failed trials (errors, divergence, out of memory) are imputed the worst value by ``sweeps``' bayes,
+so a learning-rate sweep that reaches into divergence learns to stay away from it.
+
+Retries come first: a trial that crashed (its kernel or driver died) or that the user interrupted
+(Ctrl-C, ``reid-sweep stop``) runs again with the same parameters when the sweep resumes, and one that ran out of GPU memory runs again once with ``SOLVER.IMS_PER_BATCH`` halved
+(kept a multiple of ``DATALOADER.NUM_INSTANCE``). A retried trial no longer counts towards ``count``.
 """
 from __future__ import annotations
 
 import math
 import warnings
 
-from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Ledger, Trial
+from reidlib.errors import ReidSweepError
+from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Trial
 from reidlib.sweep.spec import Spec
 
 with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
@@ -21,6 +29,13 @@ with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
 
 _RUN_STATE = {RUNNING: RunState.running, FINISHED: RunState.finished, STOPPED: RunState.finished,
               FAILED: RunState.failed, CRASHED: RunState.crashed}
+MAX_STARTUP_FAILURES = 5  # like the W&B agent's flapping guard
+BATCH_KEYS = ("ims_per_batch", "SOLVER.IMS_PER_BATCH")
+INTERRUPTIONS = ("interrupted", "stop command")  # stop reasons that are not the search's own decision
+
+
+class SweepPaused(ReidSweepError):
+    """Too many trials in a row failed before their first epoch: something is wrong for all of them."""
 
 
 def best_value(history: list[dict], metric: str, goal: str) -> float | None:
@@ -38,45 +53,86 @@ def _as_sweep_run(trial: Trial, metric: str, goal: str) -> SweepRun:
                     stopped=trial.state == STOPPED)
 
 
+def halved_batch(trial: Trial) -> dict | None:
+    """The parameters of an out-of-memory trial with half the batch, or None if it cannot shrink."""
+    config = trial.config or {}
+    batch, k = config.get("SOLVER.IMS_PER_BATCH"), config.get("DATALOADER.NUM_INSTANCE", 1)
+    if not batch:
+        return None
+    pk = config.get("DATALOADER.SAMPLER") != "softmax"
+    smaller = (batch // 2) // k * k if pk else batch // 2
+    if smaller < (k if pk else 1) or smaller >= batch:
+        return None
+    params = {key: value for key, value in trial.params.items() if key not in BATCH_KEYS}
+    return {**params, "ims_per_batch": smaller}
+
+
 class LocalController:
-    def __init__(self, spec: Spec, ledger: Ledger, count: int | None = None):
-        self.spec, self.ledger = spec, ledger
+    def __init__(self, spec: Spec, count: int | None = None):
+        self.spec = spec
         caps = [c for c in (count or spec.count, spec.search_config.get("run_cap")) if c]
         self.limit = min(caps) if caps else None
         self.metric, self.goal = spec.metric["name"], spec.metric["goal"]
 
-    def _runs(self) -> list[SweepRun]:
-        return [_as_sweep_run(t, self.metric, self.goal) for t in self.ledger.trials(with_history=True)]
+    def _sweep_runs(self, trials: list[Trial]) -> list[SweepRun]:
+        return [_as_sweep_run(t, self.metric, self.goal) for t in trials]
 
-    def target_reached(self) -> bool:
+    def target_reached(self, trials: list[Trial]) -> bool:
         target = self.spec.metric.get("target")
         if target is None:
             return False
-        for trial in self.ledger.trials(with_history=True):
-            best = best_value(trial.history, self.metric, self.goal)
-            if best is not None and (best >= target if self.goal == "maximize" else best <= target):
-                return True
-        return False
+        bests = [best_value(t.history, self.metric, self.goal) for t in trials]
+        return any(b is not None and (b >= target if self.goal == "maximize" else b <= target) for b in bests)
 
-    def next_params(self) -> dict | None:
-        """The next trial's parameters, or None when the sweep is done (count, run cap, grid
-        exhausted, or metric target reached)."""
-        runs = self._runs()
-        if self.limit is not None and len(runs) >= self.limit:
+    @staticmethod
+    def _retry(trials: list[Trial]) -> tuple[dict, str] | None:
+        retried = {t.retry_of for t in trials if t.retry_of}
+        for trial in trials:
+            if trial.name in retried or trial.retry_of:
+                continue  # one retry per trial
+            if trial.state == CRASHED or (trial.state == STOPPED and trial.exit_reason in INTERRUPTIONS):
+                return trial.params, trial.name
+            if trial.state == FAILED and (trial.summary or {}).get("status") == "oom":
+                params = halved_batch(trial)
+                if params is not None:
+                    return params, trial.name
+        return None
+
+    @staticmethod
+    def check_flapping(trials: list[Trial]) -> None:
+        streak = []
+        for trial in reversed([t for t in trials if t.state != RUNNING]):
+            if trial.state not in (FAILED, CRASHED) or trial.history:
+                break
+            streak.append(trial)
+        if len(streak) >= MAX_STARTUP_FAILURES:
+            last = streak[0]
+            raise SweepPaused("sweep", f"the last {len(streak)} trials failed before their first epoch "
+                              f"(last: {last.exit_reason}; see {last.notebook}); fix that, then resume with --sweep-id")
+
+    def next_trial(self, trials: list[Trial]) -> tuple[dict, str | None] | None:
+        """``(params, retry_of)`` of the next trial, or None when the sweep is done: count or run cap
+        reached, grid exhausted, or metric target reached."""
+        self.check_flapping(trials)
+        if self.target_reached(trials):
             return None
-        if self.target_reached():
+        retry = self._retry(trials)
+        if retry is not None:
+            return retry
+        superseded = {t.retry_of for t in trials if t.retry_of}
+        if self.limit is not None and sum(t.name not in superseded for t in trials) >= self.limit:
             return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            suggestion = next_run(self.spec.search_config, runs, validate=False)
+            suggestion = next_run(self.spec.search_config, self._sweep_runs(trials), validate=False)
         if suggestion is None:
             return None
-        return {k: v["value"] for k, v in suggestion.config.items()}
+        return {k: v["value"] for k, v in suggestion.config.items()}, None
 
-    def to_stop(self) -> set[str]:
+    def to_stop(self, trials: list[Trial]) -> set[str]:
         """Names of running trials that hyperband says to stop now."""
         if "early_terminate" not in self.spec.search_config:
             return set()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return {run.name for run in stop_runs(self.spec.search_config, self._runs(), validate=False)}
+            return {run.name for run in stop_runs(self.spec.search_config, self._sweep_runs(trials), validate=False)}

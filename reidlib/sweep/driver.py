@@ -1,12 +1,18 @@
-"""The sweep loop: ask the controller for a trial, run it in a fresh kernel, record what it sends.
+"""The sweep loop: workers claim trials from the controller, run each in a fresh kernel, and record
+what the trial sends while it runs.
 
-``run_sweep`` is what ``reid-sweep run`` and ``notebooks/sweep.ipynb`` call.
+``run_sweep`` is what ``reid-sweep run`` and ``notebooks/sweep.ipynb`` call. Ctrl-C asks every running
+trial to stop after its current epoch and waits for it (its notebook is saved with a summary); a second
+Ctrl-C kills the kernels. ``--sweep-id`` resumes: finished trials stay, interrupted ones run again.
 """
 from __future__ import annotations
 
 import logging
+import os
 import secrets
+import signal
 import string
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # The trial's own account of how it ended -> the ledger's trial state.
 _STATE_BY_STATUS = {"finished": FINISHED, "stopped_early": STOPPED, "diverged": FAILED, "oom": FAILED, "failed": FAILED}
+SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
+ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "analysis.ipynb"  # the repo's
 
 
 def new_sweep_id() -> str:
@@ -58,8 +66,9 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     if sweep_id:
         directory = runs_dir / sweep_id
         ledger = Ledger.open(directory)
+        (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
         for trial in ledger.trials():
-            if trial.state == RUNNING:  # its driver died: the trial is not coming back
+            if trial.state == RUNNING:  # its driver died; the kernel followed it (ipykernel's parent poller)
                 ledger.end_trial(trial.name, CRASHED, trial.summary, "driver stopped while it ran")
     else:
         sweep_id = new_sweep_id()
@@ -67,6 +76,14 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
         directory.mkdir(parents=True)
         ledger = Ledger.create(directory, sweep_id, spec.name, spec.to_dict())
     return SweepSession(sweep_id, spec, directory, ledger, project_dir)
+
+
+def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
+                 project_dir: str | Path | None = None) -> str:
+    """Validate and create a sweep without running it; returns its id (``run_sweep(sweep_id=...)`` runs it)."""
+    session = open_session(spec, runs_dir, None, project_dir)
+    session.ledger.close()
+    return session.sweep_id
 
 
 def trial_parameters(session: SweepSession, trial: Trial) -> dict:
@@ -77,36 +94,127 @@ def trial_parameters(session: SweepSession, trial: Trial) -> dict:
             "output_dir": str(session.directory / "trials" / trial.name)}
 
 
-def run_trial(session: SweepSession, controller: LocalController, trial: Trial, mode: str, project: str,
-              entity: str | None = None, timeout: float | None = None) -> str:
+class RunningTrials:
+    """The trials this driver is running: their output directories and kernel processes."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._dirs: dict[str, str] = {}
+        self._pids: dict[str, int] = {}
+
+    def add(self, name: str, output_dir: str) -> None:
+        with self._lock:
+            self._dirs[name] = output_dir
+
+    def kernel_started(self, name: str, pid: int) -> None:
+        with self._lock:
+            self._pids[name] = pid
+
+    def remove(self, name: str) -> None:
+        with self._lock:
+            self._dirs.pop(name, None)
+            self._pids.pop(name, None)
+
+    def stop(self, name: str, reason: str) -> None:
+        with self._lock:
+            if name in self._dirs:
+                contract.request_stop(self._dirs[name], reason)
+
+    def stop_all(self, reason: str) -> None:
+        for name in list(self._dirs):
+            self.stop(name, reason)
+
+    def kill(self, name: str) -> None:
+        with self._lock:
+            pid = self._pids.get(name)
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def kill_all(self) -> None:
+        for name in list(self._pids):
+            self.kill(name)
+
+
+@dataclass
+class TrialOptions:
+    wandb_mode: str = "offline"
+    project: str = "reid-sweep"
+    entity: str | None = None
+    time_limit: float | None = None  # seconds of wall clock; then stop, and kill after a grace period
+
+
+def grace_period(time_limit: float) -> float:
+    """How long a trial past its time limit may take to finish its epoch before its kernel is killed."""
+    return max(30.0, 0.25 * time_limit)
+
+
+def run_trial(session: SweepSession, controller: LocalController, trial: Trial, options: TrialOptions,
+              running: RunningTrials, env: dict[str, str] | None = None) -> str:
     """Run one trial to its end and record it; returns its final state."""
     params = trial_parameters(session, trial)
     notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
     session.ledger.update_trial(trial.name, notebook=str(notebook_out))
-    run = open_wandb_run(mode, project, entity, session.sweep_id, trial, {**trial.params, **params},
-                         session.directory)
+    running.add(trial.name, params["output_dir"])
+    run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
+                         trial.params, session.directory)
     if run is not None:
         session.ledger.update_trial(trial.name, wandb_id=run.id)
 
     def hyperband(_epoch: dict) -> None:
-        if not contract.stop_requested(params["output_dir"]) and trial.name in controller.to_stop():
+        if not contract.stop_requested(params["output_dir"]) and \
+                trial.name in controller.to_stop(session.ledger.trials(with_history=True)):
             log.info("hyperband stops %s", trial.name)
-            contract.request_stop(params["output_dir"], "hyperband")
+            running.stop(trial.name, "hyperband")
 
+    timers = []
+    if options.time_limit:
+        timers = [threading.Timer(options.time_limit, running.stop, (trial.name, "time limit")),
+                  threading.Timer(options.time_limit + grace_period(options.time_limit), running.kill, (trial.name,))]
+        for timer in timers:
+            timer.daemon = True
+            timer.start()
     bridge = TrialBridge(session.ledger, trial, run, on_epoch=hyperband)
     state, reason = CRASHED, "driver interrupted"
     try:
         outcome = execute_notebook(session.project_dir / session.spec.notebook, notebook_out, params,
-                                on_scrap=bridge.on_scrap, cwd=session.project_dir, timeout=timeout)
+                                   on_scrap=bridge.on_scrap, cwd=session.project_dir, env=env,
+                                   on_kernel=lambda pid: running.kernel_started(trial.name, pid))
         status = (bridge.summary or {}).get("status")
         state = _STATE_BY_STATUS.get(status, FAILED)
         reason = outcome.error or (None if status in ("finished", "stopped_early") else status)
-        if outcome.error and state in (FINISHED, STOPPED):
+        stop_reason = _stop_reason(params["output_dir"])
+        if outcome.kernel_died:
+            state = FAILED if stop_reason == "time limit" else CRASHED
+            reason = "time limit: killed after the grace period" if stop_reason == "time limit" else outcome.error
+        elif outcome.error and state in (FINISHED, STOPPED):
             state = FAILED  # training ended well but a later cell (the report) failed
+        elif state == STOPPED:
+            reason = stop_reason
     finally:
+        for timer in timers:
+            timer.cancel()
+        running.remove(trial.name)
         session.ledger.end_trial(trial.name, state, bridge.summary, reason)
         bridge.close(state, notebook_out)
     return state
+
+
+def _stop_reason(output_dir: str) -> str | None:
+    path = Path(output_dir) / contract.STOP_FILE
+    return path.read_text() if path.is_file() else None
+
+
+def worker_environments(workers: int = 1, gpus: list[str] | None = None) -> list[dict[str, str]]:
+    """One environment per worker: its own GPU when GPUs are given (the kernel sees only that one),
+    and an equal share of the CPU threads."""
+    slots = len(gpus) if gpus else max(1, workers)
+    threads = str(max(1, (os.cpu_count() or 1) // slots))
+    if gpus:
+        return [{"CUDA_VISIBLE_DEVICES": str(g), "OMP_NUM_THREADS": threads} for g in gpus]
+    return [{"OMP_NUM_THREADS": threads} for _ in range(slots)]
 
 
 @dataclass
@@ -118,32 +226,86 @@ class SweepResult:
 
 def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
               runs_dir: str | Path | None = None, wandb: str | None = None, project: str = "reid-sweep",
-              entity: str | None = None, project_dir: str | Path | None = None, timeout: float | None = None,
-              progress: bool = True) -> SweepResult:
+              entity: str | None = None, project_dir: str | Path | None = None, time_limit: float | None = None,
+              workers: int = 1, gpus: list[str] | None = None, progress: bool = True) -> SweepResult:
     """Run (or resume) a sweep until the controller says it is done."""
     session = open_session(spec, runs_dir, sweep_id, project_dir)
-    controller = LocalController(session.spec, session.ledger, count)
-    mode = wandb_mode(wandb)
-    done = len(session.ledger.trials())
-    with tqdm(total=controller.limit, initial=done, desc=f"sweep {session.sweep_id}", unit="trial",
-              disable=not progress) as bar:
-        while (params := controller.next_params()) is not None:
-            trial = session.ledger.new_trial(params)
-            state = run_trial(session, controller, trial, mode, project, entity, timeout)
-            bar.set_postfix_str(f"{trial.name} {state}")
-            bar.update()
+    controller = LocalController(session.spec, count)
+    options = TrialOptions(wandb_mode(wandb), project, entity, time_limit)
+    running, stopping, errors = RunningTrials(), threading.Event(), []
+    stop_file = session.directory / SWEEP_STOP_FILE
+    bar = tqdm(total=controller.limit, initial=sum(t.state != RUNNING and not t.retry_of for t in session.ledger.trials()),
+               desc=f"sweep {session.sweep_id}", unit="trial", disable=not progress)
+
+    def choose(trials):
+        return None if stopping.is_set() or stop_file.exists() else controller.next_trial(trials)
+
+    def work(env):
+        try:
+            while (trial := session.ledger.claim_trial(choose)) is not None:
+                state = run_trial(session, controller, trial, options, running, env)
+                bar.set_postfix_str(f"{trial.name} {state}")
+                bar.update(0 if trial.retry_of else 1)
+        except BaseException as err:  # surfaced by the main thread
+            errors.append(err)
+            stopping.set()
+
+    envs = worker_environments(workers, gpus)
+    done = [threading.Event() for _ in envs]
+
+    def worker(env, finished):
+        try:
+            work(env)
+        finally:
+            finished.set()
+
+    try:
+        for i, (env, finished) in enumerate(zip(envs, done)):
+            threading.Thread(target=worker, args=(env, finished), name=f"worker-{i}", daemon=True).start()
+        _wait(done)
+    except KeyboardInterrupt:
+        stopping.set()
+        running.stop_all("interrupted")
+        log.warning("interrupted: running trials stop after their current epoch (Ctrl-C again kills them); "
+                    "resume with sweep id %s", session.sweep_id)
+        try:
+            _wait(done)
+        except KeyboardInterrupt:
+            running.kill_all()
+            _wait(done)
+        raise
+    finally:
+        bar.close()
+    if errors:
+        raise errors[0]
     return SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True))
 
 
-ANALYSIS_NOTEBOOK = "notebooks/analysis.ipynb"
+def _wait(done: list[threading.Event]) -> None:
+    # Events, not Thread.join: a join interrupted by Ctrl-C can leave is_alive() False for a live thread.
+    for event in done:
+        while not event.wait(timeout=0.2):
+            pass
+
+
+def stop_sweep(sweep_dir: Path) -> list[str]:
+    """``reid-sweep stop``: no new trials, and running ones end after their current epoch."""
+    (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
+    ledger = Ledger.open(sweep_dir)
+    try:
+        names = [t.name for t in ledger.trials() if t.state == RUNNING]
+    finally:
+        ledger.close()
+    for name in names:
+        contract.request_stop(sweep_dir / "trials" / name, "stop command")
+    return names
 
 
 def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path:
     """Execute the analysis notebook for a sweep into ``<sweep_dir>/analysis.ipynb``."""
     project_dir = Path(project_dir or Path.cwd()).resolve()
     output = sweep_dir / "analysis.ipynb"
-    outcome = execute_notebook(project_dir / ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())},
-                               cwd=project_dir)
+    outcome = execute_notebook(ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())}, cwd=project_dir)
     if outcome.error:
         log.warning("analysis notebook failed (%s); see %s", outcome.error, output)
     return output

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from reidlib.errors import SweepStateError
 
@@ -24,7 +25,8 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (
     name TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
-    config TEXT, summary TEXT, notebook TEXT, wandb_id TEXT, started REAL, ended REAL, exit_reason TEXT);
+    config TEXT, summary TEXT, notebook TEXT, wandb_id TEXT, started REAL, ended REAL, exit_reason TEXT,
+    retry_of TEXT);
 CREATE TABLE IF NOT EXISTS history (
     trial TEXT NOT NULL REFERENCES trials(name), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
     PRIMARY KEY (trial, epoch));
@@ -44,6 +46,7 @@ class Trial:
     started: float | None = None
     ended: float | None = None
     exit_reason: str | None = None
+    retry_of: str | None = None  # the crashed or out-of-memory trial this one runs again
     history: list[dict] = field(default_factory=list)
 
 
@@ -54,6 +57,7 @@ class Ledger:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA busy_timeout=60000")
         self._conn.executescript(_SCHEMA)
+        self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
 
     @classmethod
     def create(cls, sweep_dir: str | Path, sweep_id: str, name: str, spec: dict) -> "Ledger":
@@ -74,31 +78,43 @@ class Ledger:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+        """One write transaction, exclusive across threads (the lock) and processes (IMMEDIATE)."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     # --- sweep ---
 
     def sweep(self) -> dict:
-        row = self._conn.execute("SELECT id, name, spec, created FROM sweep").fetchone()
+        with self._lock:
+            row = self._conn.execute("SELECT id, name, spec, created FROM sweep").fetchone()
         return {"id": row[0], "name": row[1], "spec": json.loads(row[2]), "created": row[3]}
 
     # --- trials ---
 
-    def new_trial(self, params: dict) -> Trial:
-        """Register a running trial under the next free name (``trial-001``, ...)."""
+    def claim_trial(self, choose: Callable[[list[Trial]], tuple[dict, str | None] | None]) -> Trial | None:
+        """Register the next trial, atomically across threads and processes.
+
+        ``choose(trials)`` sees every trial (with history) and returns ``(params, retry_of)`` or None
+        when the sweep is done; nobody else can add a trial in between, so parallel workers never
+        get the same grid point.
+        """
         with self._write() as db:
+            chosen = choose(self._read_trials(with_history=True))
+            if chosen is None:
+                return None
+            params, retry_of = chosen
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials").fetchone()[0]
             name = f"trial-{seq:03d}"
             now = time.time()
-            db.execute("INSERT INTO trials (name, seq, state, params, started) VALUES (?, ?, ?, ?, ?)",
-                       (name, seq, RUNNING, json.dumps(params), now))
-        return Trial(name=name, seq=seq, state=RUNNING, params=params, started=now)
+            db.execute("INSERT INTO trials (name, seq, state, params, started, retry_of) VALUES (?, ?, ?, ?, ?, ?)",
+                       (name, seq, RUNNING, json.dumps(params), now, retry_of))
+        return Trial(name=name, seq=seq, state=RUNNING, params=params, started=now, retry_of=retry_of)
 
     def update_trial(self, name: str, **fields: Any) -> None:
         """Set columns of a trial; dict values are stored as JSON."""
@@ -118,12 +134,17 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", (name, int(metrics["epoch"]), json.dumps(metrics)))
 
     def trials(self, with_history: bool = False) -> list[Trial]:
+        with self._lock:
+            return self._read_trials(with_history)
+
+    def _read_trials(self, with_history: bool) -> list[Trial]:
         rows = self._conn.execute(
-            "SELECT name, seq, state, params, config, summary, notebook, wandb_id, started, ended, exit_reason "
-            "FROM trials ORDER BY seq").fetchall()
+            "SELECT name, seq, state, params, config, summary, notebook, wandb_id, started, ended, exit_reason, "
+            "retry_of FROM trials ORDER BY seq").fetchall()
         trials = [Trial(name=r[0], seq=r[1], state=r[2], params=json.loads(r[3]),
                         config=json.loads(r[4]) if r[4] else None, summary=json.loads(r[5]) if r[5] else None,
-                        notebook=r[6], wandb_id=r[7], started=r[8], ended=r[9], exit_reason=r[10]) for r in rows]
+                        notebook=r[6], wandb_id=r[7], started=r[8], ended=r[9], exit_reason=r[10],
+                        retry_of=r[11]) for r in rows]
         if with_history:
             by_name = {t.name: t for t in trials}
             for trial, metrics in self._conn.execute("SELECT trial, metrics FROM history ORDER BY trial, epoch"):
@@ -131,5 +152,6 @@ class Ledger:
         return trials
 
     def history(self, name: str) -> list[dict]:
-        rows = self._conn.execute("SELECT metrics FROM history WHERE trial = ? ORDER BY epoch", (name,))
+        with self._lock:
+            rows = self._conn.execute("SELECT metrics FROM history WHERE trial = ? ORDER BY epoch", (name,)).fetchall()
         return [json.loads(r[0]) for r in rows]

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import papermill
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
+from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
 from reidlib import trial as contract
@@ -34,11 +35,19 @@ ScrapCallback = Callable[[str, Any], None]
 
 
 class TrialClient(PapermillNotebookClient):
-    """papermill's client, plus: each scrap output is saved and forwarded as soon as it arrives."""
+    """papermill's client, plus: each scrap output is saved and forwarded as soon as it arrives,
+    and the started kernel's process id is reported (so a driver can kill a hung kernel)."""
 
-    def __init__(self, nb_man, on_scrap: ScrapCallback | None = None, **kw):
+    def __init__(self, nb_man, on_scrap: ScrapCallback | None = None, on_kernel: Callable[[int], None] | None = None,
+                 **kw):
         super().__init__(nb_man, **kw)
-        self.on_scrap = on_scrap
+        self.on_scrap, self.on_kernel = on_scrap, on_kernel
+
+    def papermill_execute_cells(self):
+        pid = getattr(self.km.provisioner, "pid", None)
+        if self.on_kernel and pid:
+            self.on_kernel(pid)
+        super().papermill_execute_cells()
 
     def process_message(self, *args, **kwargs):
         output = super().process_message(*args, **kwargs)
@@ -57,8 +66,9 @@ class TrialEngine(NBClientEngine):
     @classmethod
     def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None, stderr_file=None,
                                  start_timeout=60, execution_timeout=None, on_scrap=None, kernel_env=None,
-                                 kernel_cwd=None, kernel_log=None, **kwargs):
-        client = TrialClient(nb_man, on_scrap=on_scrap, timeout=execution_timeout, startup_timeout=start_timeout,
+                                 kernel_cwd=None, kernel_log=None, on_kernel=None, **kwargs):
+        client = TrialClient(nb_man, on_scrap=on_scrap, on_kernel=on_kernel, timeout=execution_timeout,
+                             startup_timeout=start_timeout,
                              kernel_name=kernel_name, log=log, log_output=log_output,
                              stdout_file=stdout_file, stderr_file=stderr_file)
         start_kwargs = {k: v for k, v in (("env", kernel_env), ("cwd", kernel_cwd)) if v is not None}
@@ -105,11 +115,13 @@ class TrialOutcome:
     notebook: Path
     error: str | None = None
     error_cell: int | None = None
+    kernel_died: bool = False
 
 
 def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict, on_scrap: ScrapCallback | None = None,
                   cwd: str | Path | None = None, env: dict[str, str] | None = None,
-                  timeout: float | None = None, kernel_log: str | Path | None = None) -> TrialOutcome:
+                  timeout: float | None = None, kernel_log: str | Path | None = None,
+                  on_kernel: Callable[[int], None] | None = None) -> TrialOutcome:
     """Execute ``notebook`` with ``parameters`` into ``output`` in a fresh kernel of this environment.
 
     The kernel process's own output (warnings, a crash's last words) goes to ``kernel_log``,
@@ -123,7 +135,9 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict,
             str(notebook), str(output), parameters=parameters, engine_name=ENGINE_NAME,
             kernel_name=ensure_kernelspec(), progress_bar=False, log_output=False,
             execution_timeout=timeout, on_scrap=on_scrap, kernel_env=kernel_environment(env),
-            kernel_cwd=str(cwd or Path.cwd()), kernel_log=kernel_log)
+            kernel_cwd=str(cwd or Path.cwd()), kernel_log=kernel_log, on_kernel=on_kernel)
     except PapermillExecutionError as err:
         return TrialOutcome(output, error=f"{err.ename}: {err.evalue}".strip(), error_cell=err.cell_index)
+    except DeadKernelError as err:
+        return TrialOutcome(output, error=f"kernel died ({str(err).splitlines()[0]}); see {kernel_log}", kernel_died=True)
     return TrialOutcome(output)

@@ -12,6 +12,7 @@ Every error names its field path, e.g. ``parameters.base_lr.min: expected a numb
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,12 +99,12 @@ def _normalise_parameter(path: str, value: Any) -> dict:
     return value
 
 
-def _leaves(parameters: dict, prefix: str = "", path: str = "parameters") -> list[tuple[str, str, dict]]:
+def leaves(parameters: dict, prefix: str = "", path: str = "parameters") -> list[tuple[str, str, dict]]:
     """``(field path, dotted name, parameter)`` for every leaf parameter."""
     out = []
     for name, value in parameters.items():
         if "parameters" in value:
-            out.extend(_leaves(value["parameters"], f"{prefix}{name}.", f"{path}.{name}.parameters"))
+            out.extend(leaves(value["parameters"], f"{prefix}{name}.", f"{path}.{name}.parameters"))
         else:
             out.append((f"{path}.{name}", f"{prefix}{name}", value))
     return out
@@ -111,7 +112,7 @@ def _leaves(parameters: dict, prefix: str = "", path: str = "parameters") -> lis
 
 def normalise(raw: Any, source: str = "<spec>") -> Spec:
     """Validate and normalise a spec mapping (from YAML) into a ``Spec``."""
-    if not isinstance(raw, dict):
+    if not isinstance(raw, dict) or "<top>" in raw:
         raise SpecError(source, "expected a mapping with 'method' and 'parameters'")
     unknown = set(raw) - W_AND_B_KEYS - OUR_KEYS
     if unknown:
@@ -131,7 +132,7 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
     if metric["goal"] not in ("maximize", "minimize"):
         raise SpecError("metric.goal", f"expected 'maximize' or 'minimize', got {metric['goal']!r}")
     if method == "grid":
-        for path, _, value in _leaves(search["parameters"]):
+        for path, _, value in leaves(search["parameters"]):
             if value.get("distribution", "categorical") not in DISCRETE:
                 raise SpecError(path, "grid search needs discrete values: use 'values', 'value' or an int_uniform range")
     _check_early_terminate(search.get("early_terminate"))
@@ -168,7 +169,8 @@ def _check_schema(search: dict) -> None:
         raise SpecError("spec", "; ".join(dict.fromkeys(violations)))
 
 
-def load_spec(path: str | Path) -> Spec:
+def read_spec_file(path: str | Path) -> dict:
+    """The YAML mapping of a spec file, not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(str(path), "sweep file not found")
@@ -178,6 +180,48 @@ def load_spec(path: str | Path) -> Spec:
         mark = getattr(err, "problem_mark", None)
         where = f"line {mark.line + 1}: " if mark else ""
         raise SpecError(str(path), f"{where}not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    return raw if isinstance(raw, dict) else {"<top>": raw}
+
+
+def amend(raw: dict, method: str | None = None, name: str | None = None, metric: str | None = None,
+          config_file: str | None = None, custom_params: str | None = None, values: list[str] | None = None) -> dict:
+    """The old scripts' command-line knobs applied to a spec mapping (before validation).
+
+    ``metric`` is ``NAME[:minimize|maximize]``; ``custom_params`` a JSON mapping of parameters that are
+    added or replaced; each of ``values`` is ``NAME=v1,v2,...`` (the old ``--lr_values``).
+    """
+    raw = copy.deepcopy(raw)
+    if method:
+        raw["method"] = method
+    if name:
+        raw["name"] = name
+    if config_file:
+        raw["config_file"] = config_file
+    if metric:
+        metric_name, _, goal = metric.partition(":")
+        raw["metric"] = {**(raw.get("metric") or {}), "name": metric_name, **({"goal": goal} if goal else {})}
+    params = raw.setdefault("parameters", {})
+    if custom_params:
+        try:
+            extra = json.loads(custom_params)
+        except json.JSONDecodeError as err:
+            raise SpecError("--custom-params", f"expected a JSON mapping of parameters ({err.msg})") from None
+        if not isinstance(extra, dict):
+            raise SpecError("--custom-params", f"expected a JSON mapping of parameters, got {extra!r}")
+        if isinstance(params, dict):
+            params.update(extra)
+    for item in values or []:
+        key, sep, listed = item.partition("=")
+        if not sep or not key or not listed:
+            raise SpecError("--values", f"expected NAME=v1,v2,..., got {item!r}")
+        if isinstance(params, dict):
+            params[key] = {"values": [yaml.safe_load(v) for v in listed.split(",")]}
+    return raw
+
+
+def load_spec(path: str | Path, **amendments) -> Spec:
+    """Read, amend (see ``amend``), validate and normalise a spec file."""
+    raw = amend(read_spec_file(path), **amendments) if amendments else read_spec_file(path)
     try:
         return normalise(raw, source=str(path))
     except SpecError as err:
@@ -189,7 +233,7 @@ def check_against_config(spec: Spec) -> None:
     and every per-sweep default, must fit the key's type. Raised before the first trial."""
     try:
         cfg = load_config(spec.config_file, None)
-        for path, name, value in _leaves(spec.search_config["parameters"]):
+        for path, name, value in leaves(spec.search_config["parameters"]):
             try:
                 key = resolve_key(cfg, name)
             except ConfigError as err:

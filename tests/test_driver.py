@@ -1,0 +1,202 @@
+"""The sweep driver's semantics on fake trials (the real trial contract, no training): grid,
+count, workers, hyperband, failures, retries, time limits, stop, resume."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+import yaml
+
+from fake_trial import write_fake_trial
+from reidlib.sweep import driver, run_sweep
+from reidlib.sweep.controller import SweepPaused
+from reidlib.sweep.ledger import Ledger
+from reidlib.trial import read_trial_notebook
+
+
+@pytest.fixture
+def sweep_env(tmp_path, tiny_config):
+    """``make(spec, notebook_extra=..., **run_sweep kwargs)`` runs a sweep of fake trials."""
+
+    def make(spec: dict, extra: str = "pass", epoch_seconds: float = 0.05, prelude: str = "", **kwargs):
+        write_fake_trial(tmp_path / "fake.ipynb", extra, epoch_seconds, prelude)
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", **spec}))
+        kwargs.setdefault("wandb", "disabled")
+        return run_sweep(path, runs_dir=tmp_path / "runs", project_dir=tmp_path, progress=False, **kwargs)
+
+    return make
+
+
+def grid(values, **extra):
+    return {"method": "grid", "parameters": {"base_lr": {"values": values}, "max_epochs": 3}, **extra}
+
+
+def test_grid_runs_every_point_once_then_ends(sweep_env):
+    result = sweep_env(grid([0.1, 0.01, 0.001]))
+    assert sorted(t.params["base_lr"] for t in result.trials) == [0.001, 0.01, 0.1]
+    assert all(t.state == "finished" and len(t.history) == 3 for t in result.trials)
+
+
+def test_count_caps_a_random_sweep(sweep_env):
+    spec = {"method": "random", "count": 4,
+            "parameters": {"base_lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1}}}
+    result = sweep_env(spec)
+    assert len(result.trials) == 4
+
+
+def test_two_workers_never_share_a_grid_point(sweep_env):
+    values = [10.0 ** -e for e in range(1, 7)]
+    result = sweep_env(grid(values), epoch_seconds=0.3, workers=2)
+    assert Counter(t.params["base_lr"] for t in result.trials) == Counter(values)
+    starts_and_ends = sorted((t.started, t.ended) for t in result.trials)
+    assert any(b[0] < a[1] for a, b in zip(starts_and_ends, starts_and_ends[1:]))  # they did overlap
+
+
+def test_hyperband_stops_trials_that_fall_behind(sweep_env):
+    spec = grid([1e-3, 1.1e-3, 1e-7, 1e-8], early_terminate={"type": "hyperband", "min_iter": 1, "eta": 2})
+    spec["parameters"]["max_epochs"] = 6
+    result = sweep_env(spec)
+    by_lr = {t.params["base_lr"]: t for t in result.trials}
+    assert by_lr[1e-3].state == "finished" and len(by_lr[1e-3].history) == 6
+    stopped = [t for t in result.trials if t.state == "stopped"]
+    assert stopped and all(len(t.history) < 6 and t.exit_reason == "hyperband" for t in stopped)
+    assert by_lr[1e-8] in stopped
+    _, _, summary = read_trial_notebook(by_lr[1e-8].notebook)
+    assert summary["status"] == "stopped_early"  # the trial saw the stop and ended itself
+
+
+def test_metric_target_ends_the_sweep(sweep_env):
+    spec = grid([1e-3, 1e-2, 1e-1], metric={"name": "val/mAP", "goal": "maximize", "target": 0.9})
+    result = sweep_env(spec)
+    assert len(result.trials) == 1  # lr 1e-3 reaches 1.0 at its last epoch
+
+
+def test_a_failing_trial_does_not_stop_the_sweep(sweep_env):
+    result = sweep_env(grid([1e-3, 1e-2, 1e-1]), extra='assert lr != 1e-2, "boom"')
+    states = {t.params["base_lr"]: (t.state, t.exit_reason) for t in result.trials}
+    assert states[1e-3] == ("finished", None) and states[1e-1] == ("finished", None)
+    assert states[1e-2] == ("failed", "AssertionError: boom")
+
+
+def test_a_killed_kernel_is_recorded_retried_once_and_the_sweep_goes_on(sweep_env):
+    result = sweep_env(grid([1e-3, 1e-2]), extra="if lr == 1e-2 and epoch == 2: os.kill(os.getpid(), 9)")
+    crashed = [t for t in result.trials if t.state == "crashed"]
+    assert len(crashed) == 2  # the trial and its one retry
+    assert crashed[1].retry_of == crashed[0].name and "kernel died" in crashed[0].exit_reason
+    assert [len(t.history) for t in crashed] == [1, 1]  # what it logged before dying is kept
+    assert sum(t.state == "finished" for t in result.trials) == 1
+
+
+def test_out_of_memory_is_retried_once_with_half_the_batch(sweep_env):
+    prelude = ('if cfg.SOLVER.IMS_PER_BATCH > 4:\n'
+               '    trial.glue(trial.SUMMARY, {"status": "oom", "epochs_run": 0})\n'
+               '    raise RuntimeError("CUDA out of memory")')
+    result = sweep_env(grid([1e-3], **{"defaults": {"ims_per_batch": 8}}), prelude=prelude)
+    first, retry = result.trials
+    assert first.state == "failed" and first.summary["status"] == "oom"
+    assert retry.retry_of == first.name and retry.params["ims_per_batch"] == 4 and retry.state == "finished"
+
+
+def test_startup_failures_pause_the_sweep(sweep_env):
+    spec = {"method": "random", "count": 20, "parameters": {"base_lr": {"min": 0.001, "max": 0.01}}}
+    with pytest.raises(SweepPaused, match="last 5 trials failed before their first epoch"):
+        sweep_env(spec, prelude="raise ValueError('broken dataset')")
+
+
+def test_time_limit_stops_a_slow_trial(sweep_env):
+    spec = grid([1e-3])
+    spec["parameters"]["max_epochs"] = 200
+    result = sweep_env(spec, epoch_seconds=0.2, time_limit=2)
+    [t] = result.trials
+    assert t.state == "stopped" and t.exit_reason == "time limit" and len(t.history) < 200
+
+
+def test_a_trial_that_ignores_its_time_limit_is_killed(sweep_env, monkeypatch):
+    monkeypatch.setattr(driver, "grace_period", lambda limit: 1.0)
+    result = sweep_env(grid([1e-3]), extra="time.sleep(600)", time_limit=1)
+    [t] = result.trials
+    assert t.state == "failed" and t.exit_reason.startswith("time limit")
+
+
+def test_driver_killed_mid_trial_then_resumed(tmp_path, tiny_config):
+    write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=0.5)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb",
+                                    **grid([1e-3, 1e-2, 1e-1])}))
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", str(runs), "--wandb", "disabled"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait until the second trial has logged an epoch
+        dbs = list(runs.glob("*/sweep.db"))
+        if dbs:
+            trials = Ledger(dbs[0]).trials(with_history=True)
+            if len(trials) == 2 and trials[1].history:
+                break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the sweep never reached its second trial")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    sweep_dir = dbs[0].parent
+    kernel_gone_by = time.time() + 15  # ipykernel's parent poller ends the orphaned kernel
+    while time.time() < kernel_gone_by and _kernels_running(sweep_dir):
+        time.sleep(0.5)
+    assert not _kernels_running(sweep_dir)
+
+    resumed = subprocess.run(cmd + ["--sweep-id", sweep_dir.name], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = Ledger(dbs[0]).trials()
+    assert [(t.name, t.state) for t in trials] == [("trial-001", "finished"), ("trial-002", "crashed"),
+                                                   ("trial-003", "finished"), ("trial-004", "finished")]
+    assert trials[2].retry_of == "trial-002" and trials[2].params == trials[1].params
+    assert sorted(t.params["base_lr"] for t in trials if t.state == "finished") == [1e-3, 1e-2, 1e-1]
+
+
+def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, tiny_config):
+    write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=0.5)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb",
+                                    **grid([1e-3, 1e-2], parameters={"base_lr": {"values": [1e-3, 1e-2]}, "max_epochs": 12})}))
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", str(runs), "--wandb", "disabled"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(t.history for db in runs.glob("*/sweep.db") for t in Ledger(db).trials(True)):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "resume" in stderr
+    [db] = runs.glob("*/sweep.db")
+    [interrupted] = Ledger(db).trials()
+    assert interrupted.state == "stopped" and interrupted.exit_reason == "interrupted"
+    _, epochs, summary = read_trial_notebook(interrupted.notebook)
+    assert summary["status"] == "stopped_early" and 1 <= len(epochs) < 12  # saved, with its summary
+    assert not _kernels_running(db.parent)
+
+    resumed = subprocess.run(cmd + ["--sweep-id", db.parent.name], cwd=tmp_path, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    trials = Ledger(db).trials()
+    assert [t.state for t in trials] == ["stopped", "finished", "finished"]
+    assert trials[1].retry_of == interrupted.name
+
+
+def _kernels_running(sweep_dir) -> bool:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return any("ipykernel_launcher" in line for line in out.splitlines())
+
+
+def test_stop_command_ends_the_sweep_after_running_trials(sweep_env, tmp_path):
+    spec = grid([1e-3, 1e-2, 1e-1])
+    spec["parameters"]["max_epochs"] = 50
+    extra = "if epoch == 2: from reidlib.sweep import stop_sweep; stop_sweep(__import__('pathlib').Path(cfg.OUTPUT_DIR).parents[1])"
+    result = sweep_env(spec, extra=extra)
+    [t] = result.trials
+    assert t.state == "stopped" and t.exit_reason == "stop command" and len(t.history) <= 3
