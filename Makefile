@@ -17,7 +17,7 @@ demo: $(INSTALLED)
 	$(VENV)/bin/reid-sweep run sweeps/demo.yaml
 
 test: $(INSTALLED)
-	$(PY) -m pytest
+	$(PY) -m pytest tests --nbval-lax notebooks/train.ipynb
 
 clean-runs:
 	rm -rf runs/*/

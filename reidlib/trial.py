@@ -31,6 +31,17 @@ SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
 
 # --- parameters ---------------------------------------------------------------------------------
 
+def use_project_root() -> Path:
+    """Work from the project root, as the sweep driver and the papermill CLI do, also when Jupyter
+    started the kernel in ``notebooks/`` (relative paths in configs and specs mean the same then)."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    if Path.cwd().resolve() == root / "notebooks":
+        os.chdir(root)
+    return Path.cwd()
+
+
 def aliases_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
     """The alias parameters found in ``namespace`` (a notebook's ``globals()``)."""
     return {name: namespace[name] for name in ALIASES if name in namespace}

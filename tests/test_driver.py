@@ -200,3 +200,22 @@ def test_stop_command_ends_the_sweep_after_running_trials(sweep_env, tmp_path):
     result = sweep_env(spec, extra=extra)
     [t] = result.trials
     assert t.state == "stopped" and t.exit_reason == "stop command" and len(t.history) <= 3
+
+
+def test_driver_notebook_runs_and_resumes_a_sweep(tmp_path, tiny_config):
+    from conftest import REPO
+    from reidlib.sweep.runner import execute_notebook
+
+    write_fake_trial(tmp_path / "fake.ipynb")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": str(tmp_path / "fake.ipynb"),
+                                    "results_dir_base": str(tmp_path / "runs"), **grid([1e-3, 1e-2, 1e-1])}))
+    first = execute_notebook(REPO / "notebooks" / "sweep.ipynb", tmp_path / "sweep1.ipynb",
+                             {"spec": str(spec), "count": 2}, cwd=REPO)
+    assert first.error is None
+    [db] = (tmp_path / "runs").glob("*/sweep.db")
+    assert len(Ledger(db).trials()) == 2
+    again = execute_notebook(REPO / "notebooks" / "sweep.ipynb", tmp_path / "sweep2.ipynb",
+                             {"spec": str(spec), "sweep_id": db.parent.name}, cwd=REPO)
+    assert again.error is None
+    assert [t.state for t in Ledger(db).trials()] == ["finished"] * 3  # resumed: the grid's last point
