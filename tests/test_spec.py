@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from reidlib.errors import SpecError
@@ -74,3 +76,16 @@ def test_file_errors(tmp_path):
     bad.write_text("method: grid\nparameters: {base_lr: [0.1\n")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(bad)
+
+
+@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_validates(preset, monkeypatch):
+    monkeypatch.chdir(preset.parents[1])
+    check_against_config(load_spec(preset))
+
+
+def test_overrides_parameter_values_are_checked(write_spec):
+    spec = load_spec(write_spec({"method": "grid", "parameters": {"overrides": {"values": [{}, {"SOLVER.BASE_RL": 1}]}}}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert err.value.field == "parameters.overrides.values[1].SOLVER.BASE_RL"

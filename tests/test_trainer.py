@@ -76,3 +76,12 @@ def test_resume_continues_after_the_checkpoint(tiny_config, tmp_path):
     do_train(cfg3, model3, loaders3, [rec], resume=str(tmp_path / "checkpoint.pth"))
     assert [m["epoch"] for m in rec.epochs] == [3]
     assert rec.epochs[0]["train/lr"] == pytest.approx(cfg3.SOLVER.BASE_LR)  # the schedule resumed too
+
+
+def test_center_loss_trains_and_checkpoints_its_centers(tiny_config, tmp_path):
+    cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=1)
+    cfg = build_config(str(tiny_config), {"MODEL.IF_WITH_CENTER": "yes", "MODEL.METRIC_LOSS_TYPE": "triplet_center"},
+                       output_dir=str(tmp_path), max_epochs=1)
+    result = do_train(cfg, model, loaders)
+    assert result.status == "finished"
+    assert "center" in torch.load(tmp_path / "checkpoint.pth", weights_only=True)

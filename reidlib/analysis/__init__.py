@@ -11,6 +11,7 @@ finished runs can be the best run: stopped-early and failed ones never win.
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,3 +145,40 @@ def plot_curves(sweep: LocalSweep, metric: str = "val/mAP", top: int = 5):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+class LiveLeaderboard:
+    """A leaderboard that redraws itself in place in a notebook: pass ``update`` as
+    ``run_sweep(on_trial_end=...)``."""
+
+    def __init__(self):
+        from IPython.display import display
+
+        self._handle = display("the leaderboard appears when the first trial ends", display_id=True)
+        self._lock = threading.Lock()  # workers finish trials concurrently
+
+    def update(self, sweep_dir: Path) -> None:
+        with self._lock:
+            self._handle.update(leaderboard(open_sweep(sweep_dir)))
+
+
+def trial_links(sweep: LocalSweep):
+    """An HTML table: each trial's state and metric, linked to its executed notebook; best first."""
+    import html
+
+    from IPython.display import HTML
+
+    name, _ = sweep.metric
+    board = leaderboard(sweep)
+    best = sweep.best_run()
+    runs = {r.name: r for r in sweep.runs}
+    rows = []
+    for trial_name, row in board.iterrows():
+        path = runs[trial_name].notebook_path
+        link = f'<a href="{html.escape(str(path))}">{html.escape(path.name)}</a>' if path else ""
+        value = row.get(name)
+        mark = " (best)" if best and trial_name == best.name else ""
+        rows.append(f"<tr><td>{html.escape(trial_name)}{mark}</td><td>{html.escape(row['state'])}</td>"
+                    f"<td>{'' if value is None or value != value else f'{value:.4f}'}</td><td>{link}</td></tr>")
+    return HTML(f"<table><tr><th>trial</th><th>state</th><th>{html.escape(name)}</th><th>notebook</th></tr>"
+                f"{''.join(rows)}</table>")

@@ -73,8 +73,34 @@ def config_diff(cfg: CfgNode, base: CfgNode | None = None) -> dict[str, tuple[An
     return {k: (base_values.get(k), v) for k, v in flat_keys(cfg) if base_values.get(k) != v}
 
 
+# Keys whose value is one of a few words (the backbone registry checks MODEL.NAME itself).
+CHOICES = {
+    "MODEL.DEVICE": ("auto", "cpu", "cuda"),
+    "MODEL.PRETRAIN_CHOICE": ("imagenet", "self", "none"),
+    "MODEL.NECK": ("bnneck", "no"),
+    "MODEL.IF_WITH_CENTER": ("yes", "no"),
+    "MODEL.IF_LABELSMOOTH": ("on", "off"),
+    "DATALOADER.SAMPLER": ("softmax", "triplet", "softmax_triplet"),
+    "SOLVER.WARMUP_METHOD": ("linear", "constant"),
+    "TEST.RE_RANKING": ("yes", "no"),
+    "TEST.NECK_FEAT": ("before", "after"),
+    "TEST.FEAT_NORM": ("yes", "no"),
+    "TEST.EVAL_BEFORE_TRAINING": ("yes", "no"),
+}
+# MODEL.METRIC_LOSS_TYPE by MODEL.IF_WITH_CENTER, as reid-strong-baseline accepts them.
+LOSS_TYPES = {"no": ("softmax", "triplet"), "yes": ("center", "triplet_center")}
+
+
 def check_config(cfg: CfgNode) -> None:
-    """Combinations that cannot train, caught before any data is read."""
+    """Values and combinations that cannot train, caught before any data is read."""
+    values = dict(flat_keys(cfg))
+    for key, allowed in CHOICES.items():
+        if values[key] not in allowed:
+            raise ConfigError(key, f"expected one of {', '.join(map(repr, allowed))}, got {values[key]!r}")
+    loss_types = LOSS_TYPES[cfg.MODEL.IF_WITH_CENTER]
+    if cfg.MODEL.METRIC_LOSS_TYPE not in loss_types:
+        raise ConfigError("MODEL.METRIC_LOSS_TYPE", f"expected one of {', '.join(map(repr, loss_types))} with "
+                          f"IF_WITH_CENTER {cfg.MODEL.IF_WITH_CENTER!r}, got {cfg.MODEL.METRIC_LOSS_TYPE!r}")
     s, d = cfg.SOLVER, cfg.DATALOADER
     needs_pk = d.SAMPLER in ("triplet", "softmax_triplet")
     if needs_pk and d.NUM_INSTANCE < 2:
@@ -91,3 +117,7 @@ def check_config(cfg: CfgNode) -> None:
             raise ConfigError(key, f"expected a positive integer, got {value}")
     if not s.BASE_LR > 0:
         raise ConfigError("SOLVER.BASE_LR", f"expected a positive number, got {s.BASE_LR}")
+    if cfg.MODEL.IF_WITH_CENTER == "yes" and not s.CENTER_LOSS_WEIGHT > 0:
+        raise ConfigError("SOLVER.CENTER_LOSS_WEIGHT", f"expected a positive number with center loss, got {s.CENTER_LOSS_WEIGHT}")
+    if not 0 <= cfg.INPUT.RE_PROB <= 1 or not 0 <= cfg.INPUT.PROB <= 1:
+        raise ConfigError("INPUT.RE_PROB" if not 0 <= cfg.INPUT.RE_PROB <= 1 else "INPUT.PROB", "expected a probability in [0, 1]")

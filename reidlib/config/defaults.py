@@ -19,7 +19,8 @@ _C.MODEL.PRETRAIN_PATH = ""  # state dict to start from when PRETRAIN_CHOICE is 
 _C.MODEL.PRETRAIN_CHOICE = "imagenet"  # 'imagenet', 'self' (a trained reid model) or 'none' (ours: random init)
 _C.MODEL.NECK = "bnneck"  # 'bnneck' (BN between pooled feature and classifier) or 'no'
 _C.MODEL.IF_WITH_CENTER = "no"  # 'yes' adds center loss
-_C.MODEL.METRIC_LOSS_TYPE = "triplet"  # 'softmax', 'triplet', 'softmax_triplet', 'triplet_center', 'softmax_triplet_center' as upstream
+_C.MODEL.METRIC_LOSS_TYPE = "triplet"  # 'softmax' or 'triplet'; with IF_WITH_CENTER 'yes': 'center' or 'triplet_center'
+
 _C.MODEL.IF_LABELSMOOTH = "on"  # label-smoothing cross entropy (epsilon 0.1): 'on' or 'off'
 
 # ---------------------------------------------------------------------------------------------------

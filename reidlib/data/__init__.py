@@ -10,9 +10,7 @@ from torch.utils.data import DataLoader, Dataset
 from reidlib.data.datasets import DATASET_REGISTRY, ImageDataset, make_dataset
 from reidlib.data.samplers import RandomIdentitySampler
 from reidlib.data.transforms import make_transforms
-from reidlib.errors import ConfigError, DatasetError
-
-SAMPLERS = ("softmax", "triplet", "softmax_triplet")
+from reidlib.errors import DatasetError
 
 
 class ImageFolderSamples(Dataset):
@@ -49,8 +47,6 @@ class DataLoaders:
 def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
     dataset = dataset or make_dataset(cfg)
     s = cfg.DATALOADER
-    if s.SAMPLER not in SAMPLERS:
-        raise ConfigError("DATALOADER.SAMPLER", f"expected one of {list(SAMPLERS)}, got {s.SAMPLER!r}")
     train_set = ImageFolderSamples(dataset.train, make_transforms(cfg, is_train=True))
     generator = torch.Generator().manual_seed(cfg.SEED)
     common = {"num_workers": s.NUM_WORKERS, "persistent_workers": s.NUM_WORKERS > 0}

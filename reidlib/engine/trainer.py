@@ -49,8 +49,6 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("MODEL.DEVICE", "'cuda' asked for but no CUDA device is visible; use 'auto' or 'cpu'")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError("MODEL.DEVICE", f"expected 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
 
 
@@ -73,11 +71,12 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     ``resume`` continues from a checkpoint of ``save_checkpoint`` (model, optimiser, schedule, epoch)."""
     device = resolve_device(cfg.MODEL.DEVICE)
     model.to(device)
-    loss_fn = make_loss(cfg, loaders.num_classes)
+    loss_fn = make_loss(cfg, loaders.num_classes, getattr(model, "in_planes", 0)).to(device)
     optimizer = make_optimizer(cfg, model)
+    center_optimizer = torch.optim.SGD(loss_fn.center.parameters(), lr=cfg.SOLVER.CENTER_LR) if loss_fn.center else None
     scheduler = make_scheduler(cfg, optimizer)
     checkpoint = Path(cfg.OUTPUT_DIR) / "checkpoint.pth" if cfg.OUTPUT_DIR else None
-    first_epoch = load_checkpoint(resume, model, optimizer, scheduler, device) + 1 if resume else 1
+    first_epoch = load_checkpoint(resume, model, optimizer, scheduler, device, loss_fn, center_optimizer) + 1 if resume else 1
     result = TrainResult(status=FINISHED)
     start = time.perf_counter()
     max_epochs = cfg.SOLVER.MAX_EPOCHS
@@ -97,8 +96,15 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
                     result.status = DIVERGED
                     break
                 optimizer.zero_grad(set_to_none=True)
+                if center_optimizer:
+                    center_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                if center_optimizer:
+                    # undo the loss weight on the centers' gradient: CENTER_LR alone sets their step (upstream)
+                    for param in loss_fn.center.parameters():
+                        param.grad.mul_(1.0 / cfg.SOLVER.CENTER_LOSS_WEIGHT)
+                    center_optimizer.step()
                 loss_sum += loss.item() * len(pids)
                 correct += (scores.argmax(1) == pids).sum().item()
                 seen += len(pids)
@@ -120,7 +126,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             if result.status == DIVERGED:
                 break
             if checkpoint and (epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs or any(stop)):
-                save_checkpoint(checkpoint, model, optimizer, scheduler, epoch)
+                save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, loss_fn, center_optimizer)
                 result.checkpoint = str(checkpoint)
             if any(stop):
                 result.status = STOPPED_EARLY
@@ -144,16 +150,19 @@ def evaluate(cfg, model, loaders, device):
                              feat_norm=cfg.TEST.FEAT_NORM == "yes")
 
 
-def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int) -> None:
+def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criterion=None, center_optimizer=None) -> None:
     """Write to a temporary file then rename: a crash never leaves a half-written checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "epoch": epoch}, tmp)
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "epoch": epoch}
+    if center_optimizer is not None:
+        state.update(center=criterion.center.state_dict(), center_optimizer=center_optimizer.state_dict())
+    torch.save(state, tmp)
     tmp.replace(path)
 
 
-def load_checkpoint(path: str, model, optimizer, scheduler, device) -> int:
+def load_checkpoint(path: str, model, optimizer, scheduler, device, criterion=None, center_optimizer=None) -> int:
     """Restore a ``save_checkpoint`` file; returns the epoch it was saved after."""
     if not Path(path).is_file():
         raise ConfigError("resume", f"checkpoint not found: {path}")
@@ -161,4 +170,7 @@ def load_checkpoint(path: str, model, optimizer, scheduler, device) -> int:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if center_optimizer is not None and "center" in state:
+        criterion.center.load_state_dict(state["center"])
+        center_optimizer.load_state_dict(state["center_optimizer"])
     return int(state["epoch"])

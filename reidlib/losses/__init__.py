@@ -1,19 +1,16 @@
-"""Losses: label-smoothing cross entropy and batch-hard triplet, combined by ``make_loss``.
+"""Losses: label-smoothing cross entropy, batch-hard triplet and center loss, combined by ``make_loss``.
 
 As in reid-strong-baseline, ``DATALOADER.SAMPLER`` picks the terms ('softmax': cross entropy,
 'triplet': triplet, 'softmax_triplet': both) and ``MODEL.METRIC_LOSS_TYPE`` the metric loss.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reidlib.errors import ConfigError
 
-LOSS_TYPES = ("softmax", "triplet")
+
 
 
 class CrossEntropyLabelSmooth(nn.Module):
@@ -50,21 +47,45 @@ class TripletLoss(nn.Module):
         return F.softplus(dist_ap - dist_an).mean()
 
 
-def make_loss(cfg, num_classes: int) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``loss(scores, feats, targets)`` for the configured sampler and metric loss."""
-    kind, sampler = cfg.MODEL.METRIC_LOSS_TYPE, cfg.DATALOADER.SAMPLER
-    if kind not in LOSS_TYPES:
-        raise ConfigError("MODEL.METRIC_LOSS_TYPE", f"expected one of {list(LOSS_TYPES)}, got {kind!r}")
-    if cfg.MODEL.IF_LABELSMOOTH not in ("on", "off"):
-        raise ConfigError("MODEL.IF_LABELSMOOTH", f"expected 'on' or 'off', got {cfg.MODEL.IF_LABELSMOOTH!r}")
+class CenterLoss(nn.Module):
+    """Center loss (Wen et al., ECCV 2016): squared distance of each feature to its class center.
+    The centers are parameters trained by their own SGD (``SOLVER.CENTER_LR``)."""
+
+    def __init__(self, num_classes: int, feat_dim: int):
+        super().__init__()
+        self.centers = nn.Parameter(torch.randn(num_classes, feat_dim))
+
+    def forward(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (feats - self.centers[targets]).pow(2).sum(dim=1).clamp(1e-12, 1e12).mean()
+
+
+class Criterion(nn.Module):
+    """The training loss: ``criterion(scores, feats, targets)``; ``center`` is the center loss
+    module when ``MODEL.IF_WITH_CENTER`` is 'yes' (the trainer gives it its own optimiser)."""
+
+    def __init__(self, xent: nn.Module | None, triplet: nn.Module | None, center: CenterLoss | None,
+                 center_weight: float):
+        super().__init__()
+        self.xent, self.triplet, self.center, self.center_weight = xent, triplet, center, center_weight
+
+    def forward(self, scores, feats, targets):
+        loss = scores.new_zeros(())
+        if self.xent is not None:
+            loss = loss + self.xent(scores, targets)
+        if self.triplet is not None:
+            loss = loss + self.triplet(feats, targets)
+        if self.center is not None:
+            loss = loss + self.center_weight * self.center(feats, targets)
+        return loss
+
+
+def make_loss(cfg, num_classes: int, feat_dim: int) -> Criterion:
+    """The loss for the configured sampler and metric loss, as reid-strong-baseline composes it."""
+    kind, sampler = cfg.MODEL.METRIC_LOSS_TYPE, cfg.DATALOADER.SAMPLER  # valid: reidlib.config.check_config
     xent = CrossEntropyLabelSmooth(num_classes) if cfg.MODEL.IF_LABELSMOOTH == "on" else nn.CrossEntropyLoss()
-    triplet = TripletLoss(cfg.SOLVER.MARGIN)
-
-    def loss(scores, feats, targets):
-        if sampler == "softmax":
-            return xent(scores, targets)
-        if sampler == "triplet":
-            return triplet(feats, targets)
-        return xent(scores, targets) + triplet(feats, targets)
-
-    return loss
+    if cfg.MODEL.IF_WITH_CENTER == "yes":  # upstream: cross entropy + center ('center') or + triplet + center
+        return Criterion(xent, TripletLoss(cfg.SOLVER.MARGIN) if kind == "triplet_center" else None,
+                         CenterLoss(num_classes, feat_dim), cfg.SOLVER.CENTER_LOSS_WEIGHT)
+    return Criterion(xent if sampler in ("softmax", "softmax_triplet") else None,
+                     TripletLoss(cfg.SOLVER.MARGIN) if sampler in ("triplet", "softmax_triplet") else None,
+                     None, 0.0)

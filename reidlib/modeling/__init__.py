@@ -11,22 +11,17 @@ from reidlib.modeling.baseline import Baseline
 
 
 def make_model(cfg, num_classes: int) -> Baseline:
-    if cfg.MODEL.NECK not in ("bnneck", "no"):
-        raise ConfigError("MODEL.NECK", f"expected 'bnneck' or 'no', got {cfg.MODEL.NECK!r}")
-    if cfg.TEST.NECK_FEAT not in ("before", "after"):
-        raise ConfigError("TEST.NECK_FEAT", f"expected 'before' or 'after', got {cfg.TEST.NECK_FEAT!r}")
     model = Baseline(num_classes, cfg.MODEL.NAME, cfg.MODEL.LAST_STRIDE, cfg.MODEL.NECK, cfg.TEST.NECK_FEAT)
     choice = cfg.MODEL.PRETRAIN_CHOICE
     if choice == "imagenet":
         _load_imagenet(model, cfg)
     elif choice == "self":
         model.load_state_dict(_read_state_dict(cfg.MODEL.PRETRAIN_PATH))
-    elif choice != "none":
-        raise ConfigError("MODEL.PRETRAIN_CHOICE", f"expected 'imagenet', 'self' or 'none', got {choice!r}")
     return model
 
 
 def _read_state_dict(path: str) -> dict:
+    path = str(Path(path).expanduser()) if path else path
     if not path or not Path(path).is_file():
         raise ConfigError("MODEL.PRETRAIN_PATH", f"weights file not found: {path!r}")
     state = torch.load(path, map_location="cpu", weights_only=True)

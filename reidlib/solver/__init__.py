@@ -38,8 +38,6 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
                  warmup_method="linear", last_epoch=-1):
         if list(milestones) != sorted(milestones):
             raise ConfigError("SOLVER.STEPS", f"expected increasing epochs, got {list(milestones)}")
-        if warmup_method not in ("constant", "linear"):
-            raise ConfigError("SOLVER.WARMUP_METHOD", f"expected 'constant' or 'linear', got {warmup_method!r}")
         self.milestones, self.gamma = list(milestones), gamma
         self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
         super().__init__(optimizer, last_epoch)

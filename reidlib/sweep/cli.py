@@ -120,6 +120,14 @@ def _cmd_sync(args) -> int:
     return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, runs)])
 
 
+def _cmd_reindex(args) -> int:
+    from reidlib.sweep.reindex import reindex
+
+    path = reindex(args.directory)
+    print(f"rebuilt {path} from {args.directory}/trials/*.ipynb")
+    return 0
+
+
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("grid", "random", "bayes"), help="replace the spec's method")
     parser.add_argument("--name", help="replace the spec's name")
@@ -157,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("sweep", help="sweep id or runs/<id> directory")
         command.add_argument("--runs-dir")
         command.set_defaults(func=func)
+    reindex = sub.add_parser("reindex", help="rebuild a sweep's ledger from its executed trial notebooks")
+    reindex.add_argument("directory", help="runs/<sweep-id>")
+    reindex.set_defaults(func=_cmd_reindex)
     return parser
 
 

@@ -7,6 +7,7 @@ Ctrl-C kills the kernels. ``--sweep-id`` resumes: finished trials stay, interrup
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -15,6 +16,7 @@ import string
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -23,6 +25,7 @@ from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import TrialBridge, open_wandb_run, wandb_mode
 from reidlib.sweep.controller import LocalController
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Ledger, Trial
+from reidlib.sweep.reindex import SPEC_FILE
 from reidlib.sweep.runner import execute_notebook
 from reidlib.sweep.spec import Spec, check_against_config, flatten_run_config, load_spec
 
@@ -74,6 +77,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
         sweep_id = new_sweep_id()
         directory = runs_dir / sweep_id
         directory.mkdir(parents=True)
+        (directory / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))  # for reindex
         ledger = Ledger.create(directory, sweep_id, spec.name, spec.to_dict())
     return SweepSession(sweep_id, spec, directory, ledger, project_dir)
 
@@ -227,8 +231,12 @@ class SweepResult:
 def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
               runs_dir: str | Path | None = None, wandb: str | None = None, project: str = "reid-sweep",
               entity: str | None = None, project_dir: str | Path | None = None, time_limit: float | None = None,
-              workers: int = 1, gpus: list[str] | None = None, progress: bool = True) -> SweepResult:
-    """Run (or resume) a sweep until the controller says it is done."""
+              workers: int = 1, gpus: list[str] | None = None, progress: bool = True,
+              on_trial_end: Callable[[Path], None] | None = None) -> SweepResult:
+    """Run (or resume) a sweep until the controller says it is done.
+
+    ``on_trial_end(sweep_dir)`` is called after every trial (the driver notebook refreshes its
+    leaderboard with it)."""
     session = open_session(spec, runs_dir, sweep_id, project_dir)
     controller = LocalController(session.spec, count)
     options = TrialOptions(wandb_mode(wandb), project, entity, time_limit)
@@ -246,6 +254,8 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
                 state = run_trial(session, controller, trial, options, running, env)
                 bar.set_postfix_str(f"{trial.name} {state}")
                 bar.update(0 if trial.retry_of else 1)
+                if on_trial_end:
+                    on_trial_end(session.directory)
         except BaseException as err:  # surfaced by the main thread
             errors.append(err)
             stopping.set()

@@ -60,8 +60,8 @@ class Ledger:
         self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
 
     @classmethod
-    def create(cls, sweep_dir: str | Path, sweep_id: str, name: str, spec: dict) -> "Ledger":
-        ledger = cls(Path(sweep_dir) / LEDGER_FILE)
+    def create(cls, sweep_dir: str | Path, sweep_id: str, name: str, spec: dict, filename: str = LEDGER_FILE) -> "Ledger":
+        ledger = cls(Path(sweep_dir) / filename)
         with ledger._write() as db:
             db.execute("INSERT INTO sweep VALUES (?, ?, ?, ?)", (sweep_id, name, json.dumps(spec), time.time()))
         return ledger
@@ -116,9 +116,17 @@ class Ledger:
                        (name, seq, RUNNING, json.dumps(params), now, retry_of))
         return Trial(name=name, seq=seq, state=RUNNING, params=params, started=now, retry_of=retry_of)
 
+    def insert_trial(self, name: str, seq: int, state: str, params: dict, **fields: Any) -> None:
+        """Record a trial as it was (``reindex``); ``fields`` as ``update_trial`` takes them."""
+        with self._write() as db:
+            db.execute("INSERT INTO trials (name, seq, state, params) VALUES (?, ?, ?, ?)",
+                       (name, seq, state, json.dumps(params)))
+        if fields:
+            self.update_trial(name, **fields)
+
     def update_trial(self, name: str, **fields: Any) -> None:
         """Set columns of a trial; dict values are stored as JSON."""
-        allowed = {"state", "config", "summary", "notebook", "wandb_id", "ended", "exit_reason"}
+        allowed = {"state", "config", "summary", "notebook", "wandb_id", "started", "ended", "exit_reason"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown trial fields {sorted(unknown)}")

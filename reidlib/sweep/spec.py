@@ -234,11 +234,19 @@ def check_against_config(spec: Spec) -> None:
     try:
         cfg = load_config(spec.config_file, None)
         for path, name, value in leaves(spec.search_config["parameters"]):
+            choices = value.get("values", [value["value"]] if "value" in value else [])
+            if name == "overrides":  # each value is a set of dotted keys (e.g. the ablation's tricks)
+                for i, v in enumerate(choices):
+                    try:
+                        load_config(spec.config_file, v if isinstance(v, dict) else {"overrides": v})
+                    except ConfigError as err:
+                        raise SpecError(f"{path}.values[{i}].{err.field}", err.message) from None
+                continue
             try:
                 key = resolve_key(cfg, name)
             except ConfigError as err:
                 raise SpecError(path, err.message) from None
-            for v in value.get("values", [value["value"]] if "value" in value else []):
+            for v in choices:
                 try:
                     load_config(spec.config_file, {key: v})
                 except ConfigError as err:

@@ -1,0 +1,107 @@
+"""Each Bag of Tricks piece does what the paper and reid-strong-baseline do."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reidlib.config import load_config
+from reidlib.losses import CenterLoss, CrossEntropyLabelSmooth, TripletLoss, make_loss
+from reidlib.modeling import make_model
+from reidlib.modeling.backbones import make_backbone
+from reidlib.solver import WarmupMultiStepLR, make_optimizer
+
+
+def test_batch_hard_triplet_matches_brute_force():
+    torch.manual_seed(0)
+    feats, targets = torch.randn(8, 5), torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    dist = torch.cdist(feats, feats)
+    expected = []
+    for i in range(8):
+        pos = max(dist[i, j] for j in range(8) if targets[j] == targets[i])
+        neg = min(dist[i, j] for j in range(8) if targets[j] != targets[i])
+        expected.append(max(0.0, float(pos - neg + 0.3)))
+    assert TripletLoss(0.3)(feats, targets).item() == pytest.approx(sum(expected) / 8, rel=1e-5)
+    soft = TripletLoss(0.0)(feats, targets).item()  # margin 0: soft margin log(1 + exp(ap - an))
+    assert soft > 0 and not math.isclose(soft, TripletLoss(0.3)(feats, targets).item())
+
+
+def test_label_smoothing_targets():
+    scores = torch.tensor([[2.0, 0.0, 0.0, 0.0]])
+    log_p = torch.log_softmax(scores, dim=1)[0]
+    q = torch.full((4,), 0.1 / 4)
+    q[0] += 0.9
+    assert CrossEntropyLabelSmooth(4, 0.1)(scores, torch.tensor([0])).item() == pytest.approx(float(-(q * log_p).sum()))
+
+
+def test_last_stride_one_doubles_the_feature_map():
+    x = torch.zeros(1, 3, 64, 32)
+    s1, _ = make_backbone("resnet18", 1)
+    s2, channels = make_backbone("resnet18", 2)
+    assert s1(x).shape[-2:] == (4, 2) and s2(x).shape[-2:] == (2, 1) and channels == 512
+    assert make_backbone("resnet50", 1)[1] == 2048
+
+
+def test_bnneck_feeds_triplet_before_and_classifier_after():
+    cfg = load_config(None, {"MODEL.NAME": "resnet18", "MODEL.PRETRAIN_CHOICE": "none"})
+    model = make_model(cfg, num_classes=5)
+    assert model.bottleneck.bias.requires_grad is False and model.classifier.bias is None
+    model.train()
+    scores, global_feat = model(torch.randn(4, 3, 64, 32))
+    assert scores.shape == (4, 5) and global_feat.shape == (4, 512)
+    model.eval()
+    after = model(torch.randn(2, 3, 64, 32))
+    model.neck_feat = "before"
+    assert after.shape == model(torch.randn(2, 3, 64, 32)).shape == (2, 512)
+
+
+def test_imagenet_without_weights_file_is_a_clear_error():
+    from reidlib.errors import ConfigError
+
+    cfg = load_config(None, {"MODEL.NAME": "resnet18", "MODEL.PRETRAIN_CHOICE": "imagenet"})
+    with pytest.raises(ConfigError, match="MODEL.PRETRAIN_PATH.*nothing is downloaded"):
+        make_model(cfg, 5)
+
+
+def test_biases_get_their_own_lr_and_decay():
+    cfg = load_config(None, {"SOLVER.BASE_LR": 0.01, "SOLVER.BIAS_LR_FACTOR": 2, "SOLVER.WEIGHT_DECAY_BIAS": 0.0,
+                             "SOLVER.WEIGHT_DECAY": 5e-4})
+    model = torch.nn.Linear(3, 2)
+    groups = {len(g["params"][0].shape): g for g in make_optimizer(cfg, model).param_groups}
+    assert groups[2]["lr"] == 0.01 and groups[2]["weight_decay"] == 5e-4
+    assert groups[1]["lr"] == 0.02 and groups[1]["weight_decay"] == 0.0
+
+
+def test_warmup_then_steps_per_epoch_as_upstream():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupMultiStepLR(opt, milestones=[4, 6], gamma=0.1, warmup_factor=0.01, warmup_iters=2)
+    lrs = []
+    for _ in range(8):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.01, 0.505, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_center_loss_pulls_features_to_their_center_with_its_own_lr():
+    cfg = load_config(None, {"MODEL.IF_WITH_CENTER": "yes", "MODEL.METRIC_LOSS_TYPE": "triplet_center",
+                             "DATALOADER.SAMPLER": "softmax_triplet", "DATALOADER.NUM_INSTANCE": 2,
+                             "SOLVER.IMS_PER_BATCH": 4, "SOLVER.CENTER_LOSS_WEIGHT": 0.5})
+    criterion = make_loss(cfg, num_classes=2, feat_dim=3)
+    assert isinstance(criterion.center, CenterLoss) and criterion.triplet is not None
+    feats, targets = torch.randn(4, 3), torch.tensor([0, 0, 1, 1])
+    expected = (feats - criterion.center.centers[targets]).pow(2).sum(1).mean()
+    xent_only = criterion.xent(torch.zeros(4, 2), targets) + criterion.triplet(feats, targets)
+    total = criterion(torch.zeros(4, 2), feats, targets)
+    assert total.item() == pytest.approx((xent_only + 0.5 * expected).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("overrides, xent, triplet", [
+    ({"DATALOADER.SAMPLER": "softmax"}, True, False),
+    ({"DATALOADER.SAMPLER": "triplet"}, False, True),
+    ({"DATALOADER.SAMPLER": "softmax_triplet"}, True, True),
+])
+def test_sampler_picks_the_loss_terms_as_upstream(overrides, xent, triplet):
+    criterion = make_loss(load_config(None, overrides), 3, 8)
+    assert (criterion.xent is not None, criterion.triplet is not None, criterion.center) == (xent, triplet, None)
