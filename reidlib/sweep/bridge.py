@@ -87,6 +87,13 @@ class TrialBridge:
         self._wandb(finish)
 
 
+def configure_run(run):
+    """Plot every metric against ``epoch``."""
+    run.define_metric("epoch")
+    run.define_metric("*", step_metric="epoch")
+    return run
+
+
 def open_wandb_run(mode: str, project: str, entity: str | None, sweep_id: str, trial: Trial, config: dict,
                    directory: Path):
     """A wandb run for one trial, or None (disabled, or W&B failed: logged, never raised)."""
@@ -99,9 +106,7 @@ def open_wandb_run(mode: str, project: str, entity: str | None, sweep_id: str, t
                          id=f"{sweep_id}-{trial.name}", config=config, dir=str(directory), mode=mode,
                          tags=[sweep_id], reinit="create_new",
                          settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
-        run.define_metric("epoch")
-        run.define_metric("*", step_metric="epoch")
-        return run
+        return configure_run(run)
     except Exception as err:
         log.warning("W&B could not start a run for %s (%s); continuing without it", trial.name, err)
         return None

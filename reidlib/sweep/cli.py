@@ -49,7 +49,8 @@ def _report(result) -> None:
 
 
 def _cmd_run(args) -> int:
-    from reidlib.sweep.driver import run_sweep
+    from reidlib.sweep.bridge import wandb_mode
+    from reidlib.sweep.driver import SweepResult, run_sweep
     from reidlib.sweep.spec import load_spec
 
     if args.sweep_id and len(args.spec) > 1:
@@ -57,10 +58,29 @@ def _cmd_run(args) -> int:
     specs = [load_spec(path, **_spec_amendments(args)) for path in args.spec]  # all checked before any runs
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
     for spec in specs:
-        result = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir, wandb=args.wandb,
-                           project=args.project, entity=args.entity, time_limit=args.time_limit,
-                           workers=args.workers, gpus=gpus)
+        if wandb_mode(args.wandb) == "online":  # the W&B server searches; this machine is its first agent
+            from reidlib.sweep.wandb_server import create_server_sweep, run_agent
+
+            path = create_server_sweep(spec, args.project, args.entity)
+            print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
+            session = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
+                                time_limit=args.time_limit, gpu=gpus[0] if gpus else None)
+            result = SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True))
+        else:
+            result = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
+                               wandb=args.wandb, project=args.project, entity=args.entity,
+                               time_limit=args.time_limit, workers=args.workers, gpus=gpus)
         _report(result)
+    return 0
+
+
+def _cmd_agent(args) -> int:
+    from reidlib.sweep.driver import SweepResult
+    from reidlib.sweep.wandb_server import run_agent
+
+    session = run_agent(args.path, count=args.count, runs_dir=args.runs_dir, notebook=args.notebook,
+                        time_limit=args.time_limit, gpu=args.gpu)
+    _report(SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True)))
     return 0
 
 
@@ -154,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--entity", help="W&B entity")
     _add_spec_options(run)
     run.set_defaults(func=_cmd_run)
+    agent = sub.add_parser("agent", help="run trials of a W&B server sweep on this machine")
+    agent.add_argument("path", help="ENTITY/PROJECT/SWEEP_ID")
+    agent.add_argument("--count", type=int, help="trials to run here at most")
+    agent.add_argument("--notebook", default="notebooks/train.ipynb", help="the trial notebook")
+    agent.add_argument("--runs-dir", help="where this machine's copy of the sweep is written (default: runs/)")
+    agent.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
+    agent.add_argument("--gpu", help="the GPU id this agent's trials see (CUDA_VISIBLE_DEVICES)")
+    agent.set_defaults(func=_cmd_agent)
     validate = sub.add_parser("validate", help="check a sweep YAML; print it normalised and the first trial")
     validate.add_argument("spec")
     _add_spec_options(validate)

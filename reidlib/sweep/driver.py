@@ -55,10 +55,11 @@ class SweepSession:
 
 
 def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sweep_id: str | None = None,
-                 project_dir: str | Path | None = None) -> SweepSession:
+                 project_dir: str | Path | None = None, new_id: str | None = None) -> SweepSession:
     """Validate the spec against the config, then create the sweep (or reopen ``sweep_id``).
 
     Nothing is written before validation passes: bad input leaves no ``runs/<id>`` behind.
+    ``new_id`` names a new sweep (a W&B server's id) instead of a generated one.
     """
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     check_against_config(spec)
@@ -74,7 +75,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
             if trial.state == RUNNING:  # its driver died; the kernel followed it (ipykernel's parent poller)
                 ledger.end_trial(trial.name, CRASHED, trial.summary, "driver stopped while it ran")
     else:
-        sweep_id = new_sweep_id()
+        sweep_id = new_id or new_sweep_id()
         directory = runs_dir / sweep_id
         directory.mkdir(parents=True)
         (directory / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))  # for reindex
@@ -91,10 +92,13 @@ def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
 
 
 def trial_parameters(session: SweepSession, trial: Trial) -> dict:
-    """The papermill parameters of a trial: sweep defaults, then the controller's choice."""
-    params, overrides = flatten_run_config({**session.spec.defaults, **trial.params})
+    """The papermill parameters of a trial: sweep defaults, then the controller's choice (which,
+    from a W&B server, carries the sweep's ``config_file`` as a constant)."""
+    chosen = dict(trial.params)
+    config_file = chosen.pop("config_file", session.spec.config_file)
+    params, overrides = flatten_run_config({**session.spec.defaults, **chosen})
     overrides["WANDB.ENABLE"] = False  # the driver owns this trial's W&B run: one owner per run
-    return {**params, "config_file": session.spec.config_file, "overrides": overrides,
+    return {**params, "config_file": config_file, "overrides": overrides,
             "output_dir": str(session.directory / "trials" / trial.name)}
 
 
@@ -155,20 +159,25 @@ def grace_period(time_limit: float) -> float:
     return max(30.0, 0.25 * time_limit)
 
 
-def run_trial(session: SweepSession, controller: LocalController, trial: Trial, options: TrialOptions,
-              running: RunningTrials, env: dict[str, str] | None = None) -> str:
-    """Run one trial to its end and record it; returns its final state."""
+def run_trial(session: SweepSession, controller: LocalController | None, trial: Trial, options: TrialOptions,
+              running: RunningTrials, env: dict[str, str] | None = None, run=None) -> str:
+    """Run one trial to its end and record it; returns its final state.
+
+    ``controller`` None: the search engine is elsewhere (a W&B server) and stops trials itself.
+    ``run``: a wandb run already opened for this trial (by a W&B agent); else one is opened here.
+    """
     params = trial_parameters(session, trial)
     notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
     session.ledger.update_trial(trial.name, notebook=str(notebook_out))
     running.add(trial.name, params["output_dir"])
-    run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
-                         trial.params, session.directory)
+    if run is None:
+        run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
+                             trial.params, session.directory)
     if run is not None:
         session.ledger.update_trial(trial.name, wandb_id=run.id)
 
     def hyperband(_epoch: dict) -> None:
-        if not contract.stop_requested(params["output_dir"]) and \
+        if controller is not None and not contract.stop_requested(params["output_dir"]) and \
                 trial.name in controller.to_stop(session.ledger.trials(with_history=True)):
             log.info("hyperband stops %s", trial.name)
             running.stop(trial.name, "hyperband")

@@ -1,0 +1,131 @@
+"""The W&B-server path with wandb patched at its edge (no server is reachable here): the calls made,
+the config each side receives, runs belonging to the sweep, and the server's stop honoured."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import wandb
+from fake_trial import write_fake_trial
+from reidlib.sweep.ledger import Ledger
+from reidlib.sweep.spec import load_spec
+from reidlib.sweep.wandb_server import create_server_sweep, run_agent, server_sweep_config
+from reidlib.trial import read_trial_notebook
+from wandb.agents.pyagent import _terminate_thread
+
+
+class FakeRun:
+    def __init__(self, config, directory):
+        self.id, self.config, self.dir = f"run{len(FakeServer.runs)}", _Config(config), directory
+        self.summary, self.logged, self.exit_code = {}, [], None
+
+    def define_metric(self, *args, **kwargs):
+        pass
+
+    def log(self, row):
+        self.logged.append(row)
+        FakeServer.on_log(self)
+
+    def finish(self, exit_code=0):
+        self.exit_code = exit_code
+
+
+class _Config(dict):
+    def update(self, other, allow_val_change=False):
+        super().update(other)
+
+
+class FakeServer:
+    """Hands out the configured runs, like a W&B server and its agent would."""
+
+    sweeps: dict = {}
+    runs: list = []
+    queue: list = []
+    current: dict = {}
+    stop_run_at_epoch: dict = {}
+    threads: dict = {}
+
+    @classmethod
+    def on_log(cls, run):
+        if cls.stop_run_at_epoch.get(len(cls.runs) - 1) == run.logged[-1].get("epoch"):
+            _terminate_thread(cls.threads[len(cls.runs) - 1])  # what the real agent does on "stop"
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch, tmp_path):
+    FakeServer.sweeps, FakeServer.runs, FakeServer.queue = {}, [], []
+    FakeServer.stop_run_at_epoch, FakeServer.threads = {}, {}
+    calls = {}
+
+    def sweep(sweep, entity=None, project=None):
+        calls["sweep"] = dict(sweep=sweep, entity=entity, project=project)
+        FakeServer.sweeps["abc123"] = sweep
+        return "abc123"
+
+    def agent(sweep_id, function, entity=None, project=None, count=None):
+        calls["agent"] = dict(sweep_id=sweep_id, entity=entity, project=project, count=count)
+        for i, config in enumerate(FakeServer.queue[:count]):
+            FakeServer.current = config
+            thread = threading.Thread(target=function)
+            FakeServer.threads[i] = thread
+            thread.start()
+            thread.join()
+
+    def init(**kwargs):
+        calls.setdefault("init", []).append(kwargs)
+        run = FakeRun(FakeServer.current, kwargs.get("dir"))
+        FakeServer.runs.append(run)
+        return run
+
+    class Api:
+        def sweep(self, path):
+            calls["api_sweep"] = path
+            return type("Sweep", (), {"config": FakeServer.sweeps[path.split("/")[-1]]})()
+
+    monkeypatch.setattr(wandb, "sweep", sweep)
+    monkeypatch.setattr(wandb, "agent", agent)
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "Api", Api)
+    return calls
+
+
+def test_sweep_created_on_the_server_and_trials_run_by_the_agent(fake_wandb, tmp_path, tiny_config):
+    write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=0.3)
+    spec_path = tmp_path / "spec.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "config_file": str(tiny_config), "notebook": "fake.ipynb", "method": "bayes", "count": 5,
+        "defaults": {"max_epochs": 6}, "early_terminate": {"type": "hyperband", "min_iter": 2},
+        "parameters": {"base_lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1}}}))
+    spec = load_spec(spec_path)
+    path = create_server_sweep(spec, project="reid", entity="lab")
+    assert path == "lab/reid/abc123"
+    sent = fake_wandb["sweep"]["sweep"]
+    assert sent == server_sweep_config(spec)
+    assert "count" not in sent and "notebook" not in sent and "defaults" not in sent  # W&B's schema only
+    assert sent["parameters"]["config_file"] == {"value": str(tiny_config)}  # ours travel as constants
+    assert sent["parameters"]["max_epochs"] == {"value": 6}
+    assert sent["early_terminate"]["type"] == "hyperband" and sent["metric"]["name"] == "val/mAP"
+
+    FakeServer.queue = [{"base_lr": 1e-3, "config_file": str(tiny_config), "max_epochs": 6},
+                        {"base_lr": 1e-5, "config_file": str(tiny_config), "max_epochs": 6}]
+    FakeServer.stop_run_at_epoch = {1: 2}  # the server stops the second run after its second epoch
+    session = run_agent(path, count=2, runs_dir=tmp_path / "runs", project_dir=tmp_path, notebook="fake.ipynb")
+
+    assert fake_wandb["agent"] == {"sweep_id": "abc123", "entity": "lab", "project": "reid", "count": 2}
+    for kwargs in fake_wandb["init"]:  # the agent's run: no id/project/config of ours to fight it
+        assert not {"id", "project", "config", "entity"} & set(kwargs)
+    first, second = FakeServer.runs
+    assert [r["epoch"] for r in first.logged] == [1, 2, 3, 4, 5, 6]
+    assert first.summary["val/mAP"] == max(r["val/mAP"] for r in first.logged) and first.exit_code == 0
+    assert second.summary["state"] == "stopped" and 2 <= len(second.logged) <= 3
+
+    trials = Ledger(session.directory / "sweep.db").trials()
+    assert session.directory == tmp_path / "runs" / "abc123"
+    assert [t.state for t in trials] == ["finished", "stopped"]
+    assert trials[1].exit_reason == "wandb server" and trials[0].wandb_id == first.id
+    _, _, summary = read_trial_notebook(trials[1].notebook)
+    assert summary["status"] == "stopped_early"  # stopped through the trial contract, notebook complete
