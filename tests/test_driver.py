@@ -231,3 +231,32 @@ def test_reindex_rebuilds_the_ledger_from_the_notebooks(sweep_env):
     after = {t.name: (t.state, t.params, t.exit_reason, len(t.history), t.summary)
              for t in Ledger(result.directory / "sweep.db").trials(with_history=True)}
     assert after == before
+
+
+def _analysis_text(path) -> tuple[str, list]:
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    outputs = [o for c in nb.cells for o in c.get("outputs", [])]
+    text = "".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    return text, [o for o in outputs if o.get("output_type") == "error"]
+
+
+def test_analysis_of_an_all_failed_sweep_says_so(sweep_env):
+    from reidlib.sweep.driver import make_report
+
+    result = sweep_env(grid([1e-3, 1e-2]), prelude="raise ValueError('no data here')")
+    outputs = make_report(result.directory)
+    text, errors = _analysis_text(outputs["analysis"])
+    assert not errors and "no trial finished: 2x ValueError: no data here" in text
+    assert "config" not in outputs and outputs["report"].is_file()  # nothing to export, still a report
+
+
+def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
+    from reidlib.sweep.driver import run_analysis
+
+    result = sweep_env(grid([1e-3]))
+    ledger = Ledger(result.directory / "sweep.db")
+    ledger.claim_trial(lambda trials: ({"base_lr": 0.5}, None))  # a trial that is still running
+    text, errors = _analysis_text(run_analysis(result.directory))
+    assert not errors and "1 finished, 1 running" in text and "best run: trial-001" in text

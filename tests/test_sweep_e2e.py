@@ -11,7 +11,8 @@ import nbformat
 import pytest
 
 from reidlib.analysis import open_sweep
-from reidlib.sweep import run_analysis, run_sweep
+from reidlib.sweep import run_sweep
+from reidlib.sweep.driver import make_report
 from reidlib.trial import VAL_KEYS, EPOCH_KEYS, read_trial_notebook
 from wandb_offline import read_run
 
@@ -27,7 +28,7 @@ def sweep(tmp_path_factory, tiny_config):
     spec.write_text(json.dumps({"name": "e2e", "method": "grid", "config_file": str(tiny_config),
                                 "parameters": {"base_lr": {"values": LRS}, "max_epochs": 2}}))
     result = run_sweep(spec, runs_dir=runs, project_dir=REPO, wandb="offline", progress=False)
-    return result, run_analysis(result.directory, REPO)
+    return result, make_report(result.directory, REPO)
 
 
 def test_every_trial_leaves_a_notebook_with_its_scraps(sweep):
@@ -73,7 +74,8 @@ def test_wandb_offline_runs_have_history_and_group(sweep):
 
 
 def test_analysis_notebook_names_the_ledgers_best_trial(sweep):
-    result, analysis = sweep
+    result, outputs = sweep
+    analysis = outputs["analysis"]
     best = max(result.trials, key=lambda t: t.summary["best"]["val/mAP"])
     assert open_sweep(result.directory).best_run().name == best.name
     nb = nbformat.read(analysis, as_version=4)
@@ -93,3 +95,35 @@ def test_trial_kernel_runs_this_environments_interpreter(tmp_path):
     outcome = execute_notebook(source, tmp_path / "out.ipynb", {}, on_scrap=scraps.__setitem__, cwd=tmp_path)
     assert outcome.error is None
     assert scraps["executable"] == sys.executable
+
+
+def test_exports_take_the_best_run_away(sweep, tmp_path):
+    result, outputs = sweep
+    best = max(result.trials, key=lambda t: t.summary["best"]["val/mAP"])
+    summary = json.loads(outputs["summary"].read_text())
+    assert summary["best_trial"] == best.name and summary["parameters"]["base_lr"] == best.params["base_lr"]
+    assert summary["metrics"]["val/mAP"] == pytest.approx(best.summary["best"]["val/mAP"])
+    assert outputs["model"].is_symlink() and outputs["model"].resolve() == Path(best.summary["checkpoint"]).resolve()
+
+    # best_config.yaml trains the best trial standalone and reproduces its metrics (same seed, CPU)
+    from reidlib.sweep.runner import execute_notebook
+
+    out = tmp_path / "retrain.ipynb"
+    outcome = execute_notebook(REPO / "notebooks" / "train.ipynb", out, {"config_file": str(outputs["config"])}, cwd=REPO)
+    assert outcome.error is None
+    _, epochs, retrained = read_trial_notebook(out)
+    assert [e["val/mAP"] for e in epochs] == pytest.approx([h["val/mAP"] for h in best.history], abs=1e-6)
+
+
+def test_html_report_links_resolve(sweep):
+    import re
+
+    result, outputs = sweep
+    index = outputs["report"]
+    page = index.read_text()
+    links = re.findall(r'href="([^"]+)"', page)
+    assert "analysis.html" in links and len([l for l in links if l.startswith("trials/")]) == 3
+    for link in links:
+        assert (index.parent / link).is_file(), link
+    trial_page = (index.parent / "trials" / "trial-001.html").read_text()
+    assert "data:image/png;base64" in trial_page and "do_train(" not in trial_page  # figures, no code

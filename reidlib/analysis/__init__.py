@@ -19,7 +19,8 @@ import pandas as pd
 
 from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import flat_summary
-from reidlib.sweep.ledger import FINISHED, Ledger, Trial
+from reidlib.sweep.ledger import FINISHED, STOPPED, Ledger, Trial
+from reidlib.sweep.spec import leaves
 
 
 @dataclass
@@ -182,3 +183,144 @@ def trial_links(sweep: LocalSweep):
                     f"<td>{'' if value is None or value != value else f'{value:.4f}'}</td><td>{link}</td></tr>")
     return HTML(f"<table><tr><th>trial</th><th>state</th><th>{html.escape(name)}</th><th>notebook</th></tr>"
                 f"{''.join(rows)}</table>")
+
+
+def numeric_parameters(sweep: LocalSweep) -> list[str]:
+    """The searched parameters whose values are numbers (what scatter plots and importances use)."""
+    searched = [name for _, name, p in leaves(sweep.config.get("parameters", {})) if "value" not in p]
+    return [name for name in searched
+            if any(isinstance(r.config.get(name), (int, float)) and not isinstance(r.config.get(name), bool)
+                   for r in sweep.runs)]
+
+
+def _scored(sweep: LocalSweep) -> pd.DataFrame:
+    """Finished and stopped runs with the metric: one row each, parameters flattened."""
+    name, _ = sweep.metric
+    rows = [{**r.config, name: r.summary.get(name), "trial": r.name} for r in sweep.runs
+            if r.state in (FINISHED, STOPPED) and isinstance(r.summary.get(name), (int, float))]
+    return pd.DataFrame(rows)
+
+
+def parameter_importance(sweep: LocalSweep) -> pd.DataFrame | str:
+    """As W&B's parameter-importance panel: each numeric parameter's correlation with the metric,
+    and its random-forest importance (fitted on the parameters, predicting the metric)."""
+    name, _ = sweep.metric
+    frame, params = _scored(sweep), numeric_parameters(sweep)
+    if len(frame) < 3 or not params:
+        return f"needs at least 3 scored trials and a numeric parameter (have {len(frame)} trials, {params or 'none'})"
+    from sklearn.ensemble import RandomForestRegressor
+
+    x, y = frame[params].astype(float), frame[name].astype(float)
+    forest = RandomForestRegressor(n_estimators=200, random_state=0).fit(x, y)
+    return pd.DataFrame({"correlation": [x[p].corr(y) for p in params], "importance": forest.feature_importances_},
+                        index=pd.Index(params, name="parameter")).round(3).sort_values("importance", ascending=False)
+
+
+def plot_parameters(sweep: LocalSweep):
+    """Parallel coordinates (parameters -> metric, coloured by the metric) and one scatter per
+    numeric parameter (log axis for log-distributed ones)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    name, _ = sweep.metric
+    frame, params = _scored(sweep), numeric_parameters(sweep)
+    if frame.empty or not params:
+        return "no scored trial with a numeric parameter yet"
+    log_scale = {n for _, n, p in leaves(sweep.config["parameters"]) if "log" in str(p.get("distribution", ""))}
+    fig, axes = plt.subplots(1, len(params) + 1, figsize=(4 * (len(params) + 1), 3), dpi=72, squeeze=False)
+    axes = axes[0]
+    columns = params + [name]
+    scaled = frame[columns].astype(float).copy()
+    for column in columns:
+        values = np.log10(scaled[column]) if column in log_scale else scaled[column]
+        span = values.max() - values.min()
+        scaled[column] = (values - values.min()) / span if span else 0.5
+    colours = plt.cm.viridis(scaled[name].to_numpy())
+    for row, colour in zip(scaled.to_numpy(), colours):
+        axes[0].plot(range(len(columns)), row, color=colour, alpha=0.8)
+    axes[0].set_xticks(range(len(columns)), columns, fontsize=7, rotation=20)
+    axes[0].set_yticks([])
+    axes[0].set_title("parallel coordinates (scaled)", fontsize=9)
+    for ax, param in zip(axes[1:], params):
+        ax.scatter(frame[param], frame[name], c=colours, s=20)
+        if param in log_scale:
+            ax.set_xscale("log")
+        ax.set_xlabel(param, fontsize=8)
+        ax.set_ylabel(name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def cost_table(sweep: LocalSweep) -> pd.DataFrame:
+    """Per trial: wall time, GPU- (or CPU-) seconds, epochs run of the budget, time to its best epoch."""
+    name, goal = sweep.metric
+    rows = []
+    for run in sweep.runs:
+        s, hist = run.summary, run.history()
+        seconds = s.get("wall_time_s")
+        to_best = None
+        if name in hist and hist[name].notna().any():
+            best_epoch = hist[name].idxmax() if goal == "maximize" else hist[name].idxmin()
+            to_best = float(hist["time/epoch_s"].loc[:best_epoch].sum())
+        rows.append({"trial": run.name, "state": run.state, "device": "GPU" if s.get("peak_mem_mb") else "CPU",
+                     "device_s": round(seconds, 1) if seconds else None, "epochs_run": s.get("epochs_run"),
+                     "epochs_budget": s.get("max_epochs"), "s_to_best": round(to_best, 1) if to_best else None})
+    return pd.DataFrame(rows).set_index("trial") if rows else pd.DataFrame()
+
+
+def hyperband_savings(sweep: LocalSweep) -> str:
+    runs = [r.summary for r in sweep.runs if r.summary.get("max_epochs")]
+    run, budget = sum(s.get("epochs_run", 0) for s in runs), sum(s["max_epochs"] for s in runs)
+    if not budget:
+        return "no trial has reported its epochs yet"
+    return f"{run} epochs trained of a full budget of {budget} ({100 * (1 - run / budget):.0f}% saved by early stopping)"
+
+
+def best_config_diff(sweep: LocalSweep) -> pd.DataFrame | str:
+    """The best run's effective config against the sweep's base config file: what the search changed."""
+    from reidlib.config import flat_keys, load_config
+
+    best = sweep.best_run()
+    if best is None or not best.trial.config:
+        return "no finished trial yet"
+    base = dict(flat_keys(load_config(sweep.config.get("config_file"))))
+    changed = {k: (base.get(k), v) for k, v in best.trial.config.items()
+               if k not in ("OUTPUT_DIR", "WANDB.ENABLE") and _normal(base.get(k)) != _normal(v)}
+    return pd.DataFrame([(k, repr(a), repr(b)) for k, (a, b) in sorted(changed.items())],
+                        columns=["key", "base", "best"]).set_index("key")
+
+
+def _normal(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def overview(sweep: LocalSweep) -> str:
+    """One paragraph: trials by state, the best run, and what to look at when nothing finished."""
+    from collections import Counter
+
+    name, goal = sweep.metric
+    states = Counter(r.state for r in sweep.runs)
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials yet"
+    text = f"sweep {sweep.id} ({sweep.name}): {len(sweep.runs)} trials ({counts}); metric {name} ({goal})"
+    best = sweep.best_run()
+    if best is not None:
+        return f"{text}\nbest run: {best.name}, {name} {best.summary[name]:.4f}"
+    if states.get("running"):
+        return f"{text}\nno trial has finished yet: the sweep is still running"
+    reasons = Counter(r.exit_reason or r.state for r in sweep.runs)
+    listed = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(3))
+    return f"{text}\nno trial finished: {listed}" if sweep.runs else text
+
+
+def best_run_table(sweep: LocalSweep) -> pd.DataFrame | str:
+    """The best run's parameters, metrics, and where its notebook and checkpoint are."""
+    best = sweep.best_run()
+    if best is None:
+        return "no finished trial yet"
+    keys = ("val/mAP", "val/rank1", "val/rank5", "val/mINP", "last/val/mAP", "initial/val/mAP", "epochs_run",
+            "wall_time_s")
+    rows = {**{f"param {k}": v for k, v in best.config.items()}, **{k: best.summary.get(k) for k in keys},
+            "notebook": str(best.notebook_path), "checkpoint": str(best.checkpoint)}
+    return pd.DataFrame({"value": pd.Series(rows, dtype=object)})

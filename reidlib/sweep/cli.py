@@ -23,14 +23,14 @@ def _spec_amendments(args) -> dict:
                               "values": args.values}.items() if v}
 
 
-def _report(result) -> None:
+def _report(sweep_dir: Path) -> None:
     from reidlib.analysis import leaderboard, open_sweep
-    from reidlib.sweep.driver import run_analysis
+    from reidlib.sweep.driver import make_report
 
-    analysis = run_analysis(result.directory)
-    sweep = open_sweep(result.directory)
+    outputs = make_report(sweep_dir)
+    sweep = open_sweep(sweep_dir)
     name, _ = sweep.metric
-    print(f"sweep {sweep.id}: {len(sweep.runs)} trials in {result.directory}")
+    print(f"sweep {sweep.id}: {len(sweep.runs)} trials in {sweep_dir}")
     print(leaderboard(sweep).to_string(max_colwidth=40))
     best = sweep.best_run()
     if best is None:
@@ -44,13 +44,14 @@ def _report(result) -> None:
     budget = sum(r.summary.get("max_epochs", 0) for r in sweep.runs)
     if budget:
         print(f"epochs trained: {epochs} of a full budget of {budget}")
-    print(f"ledger: {result.directory / 'sweep.db'}")
-    print(f"analysis: {analysis}")
+    print(f"ledger: {sweep_dir / 'sweep.db'}")
+    for what, path in outputs.items():
+        print(f"{what}: {path}")
 
 
 def _cmd_run(args) -> int:
     from reidlib.sweep.bridge import wandb_mode
-    from reidlib.sweep.driver import SweepResult, run_sweep
+    from reidlib.sweep.driver import run_sweep
     from reidlib.sweep.spec import load_spec
 
     if args.sweep_id and len(args.spec) > 1:
@@ -63,24 +64,29 @@ def _cmd_run(args) -> int:
 
             path = create_server_sweep(spec, args.project, args.entity)
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
-            session = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
-                                time_limit=args.time_limit, gpu=gpus[0] if gpus else None)
-            result = SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True))
+            directory = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
+                                  time_limit=args.time_limit, gpu=gpus[0] if gpus else None).directory
         else:
-            result = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
-                               wandb=args.wandb, project=args.project, entity=args.entity,
-                               time_limit=args.time_limit, workers=args.workers, gpus=gpus)
-        _report(result)
+            directory = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
+                                  wandb=args.wandb, project=args.project, entity=args.entity,
+                                  time_limit=args.time_limit, workers=args.workers, gpus=gpus).directory
+        _report(directory)
     return 0
 
 
 def _cmd_agent(args) -> int:
-    from reidlib.sweep.driver import SweepResult
     from reidlib.sweep.wandb_server import run_agent
 
     session = run_agent(args.path, count=args.count, runs_dir=args.runs_dir, notebook=args.notebook,
                         time_limit=args.time_limit, gpu=args.gpu)
-    _report(SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True)))
+    _report(session.directory)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from reidlib.analysis import open_sweep
+
+    _report(open_sweep(args.sweep, args.runs_dir or "runs").directory)
     return 0
 
 
@@ -188,7 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
     for name, func, text in (("status", _cmd_status, "a sweep's trials, states and best so far"),
                              ("stop", _cmd_stop, "no new trials; running ones end after their current epoch"),
-                             ("sync", _cmd_sync, "upload a sweep's offline wandb runs (wandb sync)")):
+                             ("sync", _cmd_sync, "upload a sweep's offline wandb runs (wandb sync)"),
+                             ("report", _cmd_report, "analysis notebook, best-run exports and HTML report")):
         command = sub.add_parser(name, help=text)
         command.add_argument("sweep", help="sweep id or runs/<id> directory")
         command.add_argument("--runs-dir")

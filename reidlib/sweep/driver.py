@@ -328,3 +328,13 @@ def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path
     if outcome.error:
         log.warning("analysis notebook failed (%s); see %s", outcome.error, output)
     return output
+
+
+def make_report(sweep_dir: Path, project_dir: str | Path | None = None) -> dict[str, Path]:
+    """The analysis notebook, the best run's exports and the HTML report of a sweep."""
+    from reidlib.analysis import open_sweep
+    from reidlib.analysis.export import build_html_report, export_best
+
+    analysis = run_analysis(sweep_dir, project_dir)
+    sweep = open_sweep(sweep_dir)
+    return {"analysis": analysis, **(export_best(sweep) or {}), "report": build_html_report(sweep, analysis)}

@@ -1,0 +1,99 @@
+"""What a sweep leaves to take away (``reid-sweep report``, also run at the end of ``reid-sweep run``):
+
+- ``best/best_config.yaml``: a YACS file that trains the best trial standalone
+  (``papermill notebooks/train.ipynb out.ipynb -p config_file runs/<id>/best/best_config.yaml``);
+- ``best/summary.json``: sweep, metric, best trial, its parameters, metrics and paths;
+- ``best/model.pth``: a link to the best trial's checkpoint (never a second copy);
+- ``report/index.html``: every trial with its state, parameters and metrics, linked to its
+  executed notebook as HTML (inputs hidden), under the analysis notebook's HTML.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from reidlib.analysis import LocalSweep, leaderboard
+
+
+def _nested(flat: dict) -> dict:
+    tree: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = key.split(".")
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = list(value) if isinstance(value, tuple) else value
+    return tree
+
+
+def export_best(sweep: LocalSweep) -> dict[str, Path] | None:
+    """Write ``best/`` for the sweep's best run; None when no trial has finished."""
+    best = sweep.best_run()
+    if best is None or not best.trial.config:
+        return None
+    out = sweep.directory / "best"
+    out.mkdir(exist_ok=True)
+    config = {**best.trial.config, "OUTPUT_DIR": str(out / "retrain"), "WANDB.ENABLE": False}
+    paths = {"config": out / "best_config.yaml", "summary": out / "summary.json", "model": out / "model.pth"}
+    header = f"# The best trial of sweep {sweep.id} ({best.name}), as it trained: a complete reidlib YACS file.\n"
+    paths["config"].write_text(header + yaml.safe_dump(_nested(config), sort_keys=True))
+    name, goal = sweep.metric
+    paths["summary"].write_text(json.dumps({
+        "sweep": sweep.id, "metric": {"name": name, "goal": goal}, "best_trial": best.name,
+        "parameters": best.config, "metrics": {k: v for k, v in best.summary.items() if k.startswith(("val/", "last/"))},
+        "summary": best.trial.summary, "notebook": str(best.notebook_path), "checkpoint": str(best.checkpoint or ""),
+        "config_file": str(paths["config"]),
+    }, indent=2, default=str))
+    paths["model"].unlink(missing_ok=True)
+    if best.checkpoint and best.checkpoint.is_file():
+        os.symlink(os.path.relpath(best.checkpoint.resolve(), out.resolve()), paths["model"])
+    else:
+        del paths["model"]
+    return paths
+
+
+def notebook_html(notebook: Path, target: Path) -> Path:
+    """An executed notebook as HTML in report mode (inputs hidden)."""
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter(exclude_input=True).from_filename(str(notebook))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(body)
+    return target
+
+
+def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
+    """``report/index.html``: the analysis on top, then one row per trial linked to its report."""
+    report = sweep.directory / "report"
+    analysis_link = ""
+    if analysis and analysis.is_file():
+        notebook_html(analysis, report / "analysis.html")
+        analysis_link = '<p><a href="analysis.html">The analysis notebook: best run, leaderboard, what mattered</a></p>'
+    board = leaderboard(sweep)
+    runs = {r.name: r for r in sweep.runs}
+    rows = []
+    for trial, row in board.iterrows():
+        notebook = runs[trial].notebook_path
+        link = html.escape(trial)
+        if notebook and notebook.is_file():
+            notebook_html(notebook, report / "trials" / f"{trial}.html")
+            link = f'<a href="trials/{html.escape(trial)}.html">{html.escape(trial)}</a>'
+        cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.to_numpy())
+        rows.append(f"<tr><td>{link}</td>{cells}</tr>")
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["trial", *board.columns])
+    index = report / "index.html"
+    index.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>sweep {html.escape(sweep.id)}</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style>
+</head><body><h1>Sweep {html.escape(sweep.id)} ({html.escape(sweep.name or '')})</h1>{analysis_link}
+<table><tr>{head}</tr>{''.join(rows)}</table></body></html>""")
+    return index
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4g}"
+    return "" if value is None else str(value)
