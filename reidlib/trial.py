@@ -60,7 +60,10 @@ def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = 
         merged.update({"WANDB.ENABLE": True, "WANDB.PROJECT": wandb_project})
     for name, value in aliases.items():
         if name not in ALIASES:
-            raise ConfigError(name, "not a trial parameter")
+            import difflib
+
+            close = difflib.get_close_matches(name, ALIASES, n=1)
+            raise ConfigError(name, "not a config key or alias" + (f"; did you mean {close[0]!r}?" if close else ""))
         if value is None:
             continue
         if ALIASES[name] in merged:

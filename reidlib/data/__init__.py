@@ -62,4 +62,4 @@ def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
     return DataLoaders(dataset, train, query, gallery)
 
 
-__all__ = ["DATASET_REGISTRY", "DataLoaders", "make_data_loaders", "make_dataset"]
+__all__ = ["DATASET_REGISTRY", "DataLoaders", "ImageFolderSamples", "make_data_loaders", "make_dataset"]

@@ -91,22 +91,16 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_validate(args) -> int:
-    import papermill
-
     from reidlib.sweep.controller import LocalController
-    from reidlib.sweep.spec import check_against_config, flatten_run_config, leaves, load_spec
+    from reidlib.sweep.spec import check_against_config, check_notebook_parameters, flatten_run_config, leaves, load_spec
 
     spec = load_spec(args.spec, **_spec_amendments(args))
     check_against_config(spec)
-    notebook = Path(spec.notebook)
-    if not notebook.is_file():
-        raise SpecError("notebook", f"trial notebook not found: {notebook}")
-    accepted = set(papermill.inspect_notebook(str(notebook)))
+    if not Path(spec.notebook).is_file():
+        raise SpecError("notebook", f"trial notebook not found: {spec.notebook}")
+    check_notebook_parameters(spec, Path.cwd())
     first, _ = LocalController(spec).next_trial([])
     params, overrides = flatten_run_config({**spec.defaults, **first})
-    missing = sorted(set(params) - accepted)
-    if missing:
-        raise SpecError(f"parameters.{missing[0]}", f"{notebook} has no such parameter")
     print(json.dumps(spec.to_dict(), indent=2, default=str))
     if spec.search_config["method"] == "grid":
         sizes = [len(p["values"]) if "values" in p else p["max"] - p["min"] + 1 if p.get("distribution") == "int_uniform" else 1

@@ -27,7 +27,7 @@ from reidlib.sweep.controller import LocalController
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Ledger, Trial
 from reidlib.sweep.reindex import SPEC_FILE
 from reidlib.sweep.runner import execute_notebook
-from reidlib.sweep.spec import Spec, check_against_config, flatten_run_config, load_spec
+from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,10 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     check_against_config(spec)
     project_dir = Path(project_dir or Path.cwd()).resolve()
-    runs_dir = Path(runs_dir or spec.runs_dir or project_dir / "runs")
+    runs_dir = Path(runs_dir or spec.runs_dir or project_dir / "runs").resolve()
     if not (project_dir / spec.notebook).is_file():
         raise SweepStateError("notebook", f"trial notebook not found: {project_dir / spec.notebook}")
+    check_notebook_parameters(spec, project_dir)
     if sweep_id:
         directory = runs_dir / sweep_id
         ledger = Ledger.open(directory)

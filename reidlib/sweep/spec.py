@@ -279,3 +279,19 @@ def flatten_run_config(config: dict) -> tuple[dict, dict]:
     flat = _flatten(config)
     return ({k: v for k, v in flat.items() if k in ALIASES},
             {k: v for k, v in flat.items() if k not in ALIASES})
+
+
+def check_notebook_parameters(spec: Spec, project_dir: Path) -> None:
+    """Every alias a trial will receive must be a parameter of the trial notebook (papermill would
+    only warn about an unknown one, and the trial would silently ignore it)."""
+    import papermill
+
+    from reidlib.config import ALIASES
+
+    notebook = project_dir / spec.notebook
+    accepted = set(papermill.inspect_notebook(str(notebook)))
+    names = [(path, name) for path, name, _ in leaves(spec.search_config["parameters"]) if name in ALIASES]
+    names += [(f"defaults.{name}", name) for name in spec.defaults if name in ALIASES]
+    for path, name in names:
+        if name not in accepted:
+            raise SpecError(path, f"{notebook} has no parameter {name!r}")
