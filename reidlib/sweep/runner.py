@@ -70,7 +70,8 @@ class TrialEngine(NBClientEngine):
         client = TrialClient(nb_man, on_scrap=on_scrap, on_kernel=on_kernel, timeout=execution_timeout,
                              startup_timeout=start_timeout,
                              kernel_name=kernel_name, log=log, log_output=log_output,
-                             stdout_file=stdout_file, stderr_file=stderr_file)
+                             stdout_file=stdout_file, stderr_file=stderr_file,
+                             shutdown_kernel="immediate")  # all outputs are in: no need to wait for a polite exit
         start_kwargs = {k: v for k, v in (("env", kernel_env), ("cwd", kernel_cwd)) if v is not None}
         if kernel_log is None:
             return client.execute(**start_kwargs)
