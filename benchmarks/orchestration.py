@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from fake_trial import write_fake_trial  # noqa: E402
 
+WANDB_MODE = "offline"
 TINY = {"DATASETS": {"NAMES": "synthetic"}, "SOLVER": {"MAX_EPOCHS": 1}}
 
 
@@ -61,7 +62,7 @@ def driven(work: Path, config: Path, trials: int) -> tuple[float, float, float]:
                                                                     "max_epochs": 1}}))
     before = rss_mb()
     start = time.perf_counter()
-    run_sweep(spec, runs_dir=work / "runs", project_dir=work, wandb="offline", progress=False)
+    run_sweep(spec, runs_dir=work / "runs", project_dir=work, wandb=WANDB_MODE, progress=False)
     return (time.perf_counter() - start) / trials, before, rss_mb()
 
 

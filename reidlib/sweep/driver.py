@@ -26,7 +26,7 @@ from reidlib.sweep.bridge import TrialBridge, open_wandb_run, wandb_mode
 from reidlib.sweep.controller import LocalController
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Ledger, Trial
 from reidlib.sweep.reindex import SPEC_FILE
-from reidlib.sweep.runner import execute_notebook
+from reidlib.sweep.runner import KernelPool, execute_notebook
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
 log = logging.getLogger(__name__)
@@ -161,7 +161,7 @@ def grace_period(time_limit: float) -> float:
 
 
 def run_trial(session: SweepSession, controller: LocalController | None, trial: Trial, options: TrialOptions,
-              running: RunningTrials, env: dict[str, str] | None = None, run=None) -> str:
+              running: RunningTrials, env: dict[str, str] | None = None, run=None, pool: KernelPool | None = None) -> str:
     """Run one trial to its end and record it; returns its final state.
 
     ``controller`` None: the search engine is elsewhere (a W&B server) and stops trials itself.
@@ -195,7 +195,7 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
     try:
         outcome = execute_notebook(session.project_dir / session.spec.notebook, notebook_out, params,
                                    on_scrap=bridge.on_scrap, cwd=session.project_dir, env=env,
-                                   on_kernel=lambda pid: running.kernel_started(trial.name, pid))
+                                   on_kernel=lambda pid: running.kernel_started(trial.name, pid), pool=pool)
         status = (bridge.summary or {}).get("status")
         state = _STATE_BY_STATUS.get(status, FAILED)
         reason = outcome.error or (None if status in ("finished", "stopped_early") else status)
@@ -259,9 +259,10 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         return None if stopping.is_set() or stop_file.exists() else controller.next_trial(trials)
 
     def work(env):
+        pool = KernelPool(env, session.project_dir, session.directory / "trials")
         try:
             while (trial := session.ledger.claim_trial(choose)) is not None:
-                state = run_trial(session, controller, trial, options, running, env)
+                state = run_trial(session, controller, trial, options, running, env, pool=pool)
                 bar.set_postfix_str(f"{trial.name} {state}")
                 bar.update(0 if trial.retry_of else 1)
                 if on_trial_end:
@@ -269,6 +270,8 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         except BaseException as err:  # surfaced by the main thread
             errors.append(err)
             stopping.set()
+        finally:
+            pool.close()
 
     envs = worker_environments(workers, gpus)
     done = [threading.Event() for _ in envs]
