@@ -21,3 +21,7 @@ test: $(INSTALLED)
 
 clean-runs:
 	rm -rf runs/*/
+
+bench: $(INSTALLED)
+	$(PY) benchmarks/orchestration.py
+	$(PY) benchmarks/ranking.py
