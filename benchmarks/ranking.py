@@ -1,7 +1,7 @@
 """P2: the Market-1501 ranking protocol at Market-1501 size (3,368 queries x 15,913 gallery, 751 ids,
 6 cameras): reidlib's ``evaluate_rank`` beside a per-query Python loop in the style of
-reid-strong-baseline's ``eval_func`` (run on a sample of queries and scaled up: it takes about a
-minute in full). Both give the same numbers (checked on the sample).
+reid-strong-baseline's ``eval_func`` (run on a sample of queries and scaled up to all of them).
+Both give the same numbers (checked on the sample).
 
     .venv/bin/python benchmarks/ranking.py [--sample 300]
 """
