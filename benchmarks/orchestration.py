@@ -81,8 +81,8 @@ def main() -> None:
         baseline = in_process(config, args.trials)
         _, rss_before, rss_after = driven(work, config, args.memory_trials)
         alive = kernels_alive()
-    print(f"| measure | reid-sweep | reference | ratio |")
-    print(f"|---|---|---|---|")
+    print("| measure | reid-sweep | reference | ratio |")
+    print("|---|---|---|---|")
     print(f"| seconds per trial ({args.trials} trials) | {per_trial:.2f} | {baseline:.4f} (in-process) | "
           f"{per_trial / baseline:.0f}x |")
     print(f"| orchestration overhead per trial (s) | {per_trial - baseline:.2f} | 15-20 (old scripts' sleep) | "

@@ -24,7 +24,6 @@ SUMMARY = "summary"
 CONFIG = "config"  # the trial's effective config, flattened to dotted keys, glued before training
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "train/lr", "time/epoch_s", "gpu/peak_mem_mb")
 VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
-STATUSES = ("finished", "stopped_early", "diverged", "oom", "failed")
 STOP_FILE = "STOP"
 SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
 

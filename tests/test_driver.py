@@ -2,8 +2,6 @@
 count, workers, hyperband, failures, retries, time limits, stop, resume."""
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
@@ -125,35 +123,40 @@ def test_a_trial_that_ignores_its_time_limit_is_killed(sweep_env, monkeypatch):
     assert t.state == "failed" and t.exit_reason.startswith("time limit")
 
 
-def test_driver_killed_mid_trial_then_resumed(tmp_path, tiny_config):
+def _cli_sweep(tmp_path, tiny_config, spec: dict):
+    """A fake-trial sweep run by the CLI in a subprocess: ``(command, runs_dir)``."""
     write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=0.5)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb",
-                                    **grid([1e-3, 1e-2, 1e-1])}))
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", **spec}))
     runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", str(runs), "--wandb", "disabled"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return [sys.executable, "-m", "reidlib.sweep.cli", "run", str(path), "--runs-dir", str(runs), "--wandb", "disabled"], runs
+
+
+def _wait_for_epochs(runs, trials_with_history: int):
+    """The ledger, once ``trials_with_history`` trials have logged an epoch (two minutes at most)."""
     deadline = time.time() + 120
-    while time.time() < deadline:  # wait until the second trial has logged an epoch
-        dbs = list(runs.glob("*/sweep.db"))
-        if dbs:
-            trials = Ledger(dbs[0]).trials(with_history=True)
-            if len(trials) == 2 and trials[1].history:
-                break
+    while time.time() < deadline:
+        for db in runs.glob("*/sweep.db"):
+            if sum(bool(t.history) for t in Ledger(db).trials(with_history=True)) >= trials_with_history:
+                return db
         time.sleep(0.2)
-    else:
-        pytest.fail("the sweep never reached its second trial")
+    pytest.fail(f"the sweep never had {trials_with_history} trials with an epoch")
+
+
+def test_driver_killed_mid_trial_then_resumed(tmp_path, tiny_config):
+    cmd, runs = _cli_sweep(tmp_path, tiny_config, grid([1e-3, 1e-2, 1e-1]))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = _wait_for_epochs(runs, 2)  # the second trial is running
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    sweep_dir = dbs[0].parent
     kernel_gone_by = time.time() + 15  # ipykernel's parent poller ends the orphaned kernel
-    while time.time() < kernel_gone_by and _kernels_running(sweep_dir):
+    while time.time() < kernel_gone_by and _kernels_running():
         time.sleep(0.5)
-    assert not _kernels_running(sweep_dir)
+    assert not _kernels_running()
 
-    resumed = subprocess.run(cmd + ["--sweep-id", sweep_dir.name], cwd=tmp_path, capture_output=True, text=True)
+    resumed = subprocess.run(cmd + ["--sweep-id", db.parent.name], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    trials = Ledger(dbs[0]).trials()
+    trials = Ledger(db).trials()
     assert [(t.name, t.state) for t in trials] == [("trial-001", "finished"), ("trial-002", "crashed"),
                                                    ("trial-003", "finished"), ("trial-004", "finished")]
     assert trials[2].retry_of == "trial-002" and trials[2].params == trials[1].params
@@ -161,25 +164,19 @@ def test_driver_killed_mid_trial_then_resumed(tmp_path, tiny_config):
 
 
 def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, tiny_config):
-    write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=0.5)
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb",
-                                    **grid([1e-3, 1e-2], parameters={"base_lr": {"values": [1e-3, 1e-2]}, "max_epochs": 12})}))
-    runs = tmp_path / "runs"
-    cmd = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", str(runs), "--wandb", "disabled"]
+    spec = grid([1e-3, 1e-2])
+    spec["parameters"]["max_epochs"] = 12
+    cmd, runs = _cli_sweep(tmp_path, tiny_config, spec)
     proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and not any(t.history for db in runs.glob("*/sweep.db") for t in Ledger(db).trials(True)):
-        time.sleep(0.2)
+    db = _wait_for_epochs(runs, 1)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "resume" in stderr
-    [db] = runs.glob("*/sweep.db")
     [interrupted] = Ledger(db).trials()
     assert interrupted.state == "stopped" and interrupted.exit_reason == "interrupted"
     _, epochs, summary = read_trial_notebook(interrupted.notebook)
     assert summary["status"] == "stopped_early" and 1 <= len(epochs) < 12  # saved, with its summary
-    assert not _kernels_running(db.parent)
+    assert not _kernels_running()
 
     resumed = subprocess.run(cmd + ["--sweep-id", db.parent.name], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -188,7 +185,7 @@ def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, t
     assert trials[1].retry_of == interrupted.name
 
 
-def _kernels_running(sweep_dir) -> bool:
+def _kernels_running() -> bool:
     out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     return any("ipykernel_launcher" in line for line in out.splitlines())
 

@@ -52,7 +52,7 @@ def test_hostile_strings_in_a_spec_are_data(tmp_path, tiny_config):
                                     "parameters": {"base_lr": [1e-3], "max_epochs": 1,
                                                    "DATASETS.ROOT_DIR": [hostile]}}))
     custom = json.dumps({"OUTPUT_DIR": {"value": hostile}})
-    proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs",
+    subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs",
                            "--wandb", "disabled", "--custom-params", custom], cwd=tmp_path, capture_output=True, text=True)
     assert not marker.exists()
     [sweep_dir] = (tmp_path / "runs").iterdir()

@@ -85,3 +85,22 @@ def test_center_loss_trains_and_checkpoints_its_centers(tiny_config, tmp_path):
     result = do_train(cfg, model, loaders)
     assert result.status == "finished"
     assert "center" in torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+
+
+def test_any_other_error_is_recorded_as_failed_then_raised(tiny_config, tmp_path):
+    cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=3)
+
+    class Boom:
+        def on_epoch_end(self, metrics):
+            if metrics["epoch"] == 2:
+                raise RuntimeError("disk full")
+            return False
+
+        def on_train_end(self, result):
+            self.result = result
+
+    boom, rec = Boom(), Recorder()
+    with pytest.raises(RuntimeError, match="disk full"):
+        do_train(cfg, model, loaders, [rec, boom])
+    assert boom.result.status == "failed" and boom.result.error == "RuntimeError: disk full"
+    assert [m["epoch"] for m in rec.epochs] == [1, 2]  # what was done before stays recorded

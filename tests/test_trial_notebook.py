@@ -73,7 +73,7 @@ def test_bad_parameter_is_one_readable_line(tmp_path, tiny_config):
                                cwd=REPO)
     assert outcome.error == "ConfigError: SOLVER.BASE_RL: not a config key or alias; did you mean 'SOLVER.BASE_LR'?"
     [error] = error_outputs(out)
-    assert error["traceback"] == [f"ConfigError: SOLVER.BASE_RL: not a config key or alias; did you mean 'SOLVER.BASE_LR'?"]
+    assert error["traceback"] == ["ConfigError: SOLVER.BASE_RL: not a config key or alias; did you mean 'SOLVER.BASE_LR'?"]
 
 
 def test_string_parameters_are_data_not_code(tmp_path):

@@ -3,8 +3,6 @@ the config each side receives, runs belonging to the sweep, and the server's sto
 from __future__ import annotations
 
 import threading
-import time
-from pathlib import Path
 
 import pytest
 import yaml

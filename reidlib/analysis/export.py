@@ -58,9 +58,13 @@ def export_best(sweep: LocalSweep) -> dict[str, Path] | None:
 
 def notebook_html(notebook: Path, target: Path) -> Path:
     """An executed notebook as HTML in report mode (inputs hidden)."""
+    import warnings
+
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter(exclude_input=True).from_filename(str(notebook))
+    with warnings.catch_warnings():  # scrapbook's scraps are invisible outputs by design
+        warnings.simplefilter("ignore", UserWarning)
+        body, _ = HTMLExporter(exclude_input=True).from_filename(str(notebook))
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(body)
     return target

@@ -17,7 +17,7 @@ from reidlib.evaluation import evaluate_features
 from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
 
-FINISHED, STOPPED_EARLY, DIVERGED, OOM = "finished", "stopped_early", "diverged", "oom"
+FINISHED, STOPPED_EARLY, DIVERGED, OOM, FAILED = "finished", "stopped_early", "diverged", "oom", "failed"
 
 
 class Callback(Protocol):
@@ -133,6 +133,9 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
                 break
     except torch.cuda.OutOfMemoryError as err:
         result.status, result.error = OOM, str(err).splitlines()[0]
+        raise
+    except BaseException as err:  # recorded in the summary, then the notebook shows the traceback
+        result.status, result.error = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise
     finally:
         result.wall_time_s = time.perf_counter() - start

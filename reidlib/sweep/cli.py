@@ -203,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("papermill", "traitlets", "asyncio"):
+    for noisy in ("papermill", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("traitlets").setLevel(logging.ERROR)  # nbconvert's notes on image alt texts
     for flag in ("count", "workers", "time_limit"):
         value = getattr(args, flag, None)
         if value is not None and value <= 0:

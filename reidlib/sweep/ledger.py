@@ -159,7 +159,3 @@ class Ledger:
                 by_name[trial].history.append(json.loads(metrics))
         return trials
 
-    def history(self, name: str) -> list[dict]:
-        with self._lock:
-            rows = self._conn.execute("SELECT metrics FROM history WHERE trial = ? ORDER BY epoch", (name,)).fetchall()
-        return [json.loads(r[0]) for r in rows]
