@@ -74,7 +74,7 @@ def test_bad_dataset_directories(dataset, damage, expect):
 @pytest.mark.parametrize("content", [b"", b"not a jpeg at all"], ids=["zero-byte", "corrupt"])
 def test_unreadable_images_name_the_file(dataset, content):
     from reidlib.config import load_config
-    from reidlib.data import ImageFolderSamples
+    from reidlib.data.build import ImageFolderSamples
     from reidlib.data.transforms import make_transforms
 
     victim = sorted((dataset / "bounding_box_train").glob("*.jpg"))[0]

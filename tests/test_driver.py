@@ -257,3 +257,11 @@ def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
     ledger.claim_trial(lambda trials: ({"base_lr": 0.5}, None))  # a trial that is still running
     text, errors = _analysis_text(run_analysis(result.directory))
     assert not errors and "1 finished, 1 running" in text and "best run: trial-001" in text
+
+
+def test_bayes_search_uses_the_results(sweep_env):
+    spec = {"method": "bayes", "count": 6,
+            "parameters": {"base_lr": {"distribution": "log_uniform_values", "min": 1e-6, "max": 1.0}, "max_epochs": 2}}
+    result = sweep_env(spec)
+    assert len(result.trials) == 6 and all(t.state == "finished" for t in result.trials)
+    assert len({t.params["base_lr"] for t in result.trials}) == 6

@@ -80,8 +80,22 @@ def test_file_errors(tmp_path):
 
 @pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_validates(preset, monkeypatch):
+    import reidlib.sweep.spec as spec_module
+
+    checked = []
+    monkeypatch.setattr(spec_module, "check_dataset", lambda cfg: checked.append(cfg.DATASETS.NAMES))
     monkeypatch.chdir(preset.parents[1])
     check_against_config(load_spec(preset))
+    assert checked and checked[0] in ("synthetic", "market1501")  # Market-1501 itself is not on this machine
+
+
+def test_a_missing_dataset_stops_the_sweep_before_its_first_trial(write_spec, tmp_path):
+    spec = load_spec(write_spec({"method": "grid", "parameters": {"base_lr": [0.1]},
+                                 "defaults": {"overrides": {"DATASETS.NAMES": "market1501",
+                                                            "DATASETS.ROOT_DIR": str(tmp_path / "nodata")}}}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert err.value.field.endswith("bounding_box_train") and "every trial would fail on it" in err.value.message
 
 
 def test_overrides_parameter_values_are_checked(write_spec):

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from reidlib.data import make_data_loaders
+from reidlib.data.build import make_data_loaders
 from reidlib.engine import do_train, seed_everything
 from reidlib.modeling import make_model
 from reidlib.trial import EPOCH_KEYS, VAL_KEYS, build_config, make_summary
@@ -104,3 +104,36 @@ def test_any_other_error_is_recorded_as_failed_then_raised(tiny_config, tmp_path
         do_train(cfg, model, loaders, [rec, boom])
     assert boom.result.status == "failed" and boom.result.error == "RuntimeError: disk full"
     assert [m["epoch"] for m in rec.epochs] == [1, 2]  # what was done before stays recorded
+
+
+def test_a_standalone_run_logs_to_wandb_when_asked(tiny_config, tmp_path, monkeypatch):
+    import wandb
+
+    from reidlib.trial import callbacks
+
+    class Run:
+        logged, summary, finished = [], {}, None
+
+        def define_metric(self, *args, **kwargs):
+            pass
+
+        def log(self, row):
+            self.logged.append(row)
+
+        def finish(self, exit_code=0):
+            self.finished = exit_code
+
+    inits = []
+    monkeypatch.setattr(wandb, "init", lambda **kwargs: inits.append(kwargs) or Run())
+    cfg = build_config(str(tiny_config), output_dir=str(tmp_path), max_epochs=2, wandb_project="my-reid")
+    seed_everything(cfg.SEED)
+    loaders = make_data_loaders(cfg)
+    model = make_model(cfg, loaders.num_classes)
+    monkeypatch.setattr("reidlib.trial.glue", lambda name, data: None)  # no notebook here to glue into
+    [_, recorder] = callbacks(cfg)
+    do_train(cfg, model, loaders, [recorder])
+    assert inits[0]["project"] == "my-reid" and inits[0]["config"]["SOLVER.MAX_EPOCHS"] == 2
+    assert [row["epoch"] for row in recorder.run.logged] == [1, 2]
+    assert recorder.run.summary["status"] == "finished" and recorder.run.finished == 0
+    driven = build_config(str(tiny_config), {"WANDB.ENABLE": False})
+    assert [type(cb).__name__ for cb in callbacks(driven)] == ["ScrapRecorder"]  # under the driver: no wandb.init

@@ -20,7 +20,8 @@ from typing import Any
 import yaml
 
 from reidlib.config import load_config, resolve_key
-from reidlib.errors import ConfigError, SpecError
+from reidlib.data import check_dataset
+from reidlib.errors import ConfigError, DatasetError, SpecError
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = (
@@ -251,9 +252,11 @@ def check_against_config(spec: Spec) -> None:
                     load_config(spec.config_file, {key: v})
                 except ConfigError as err:
                     raise SpecError(path, err.message) from None
-        load_config(spec.config_file, _flatten(spec.defaults))
+        check_dataset(load_config(spec.config_file, _flatten(spec.defaults)))
     except ConfigError as err:
         raise SpecError(err.field, err.message) from None
+    except DatasetError as err:
+        raise SpecError(err.field, f"{err.message}; every trial would fail on it") from None
 
 
 def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -13,11 +13,20 @@ DATASET_REGISTRY: dict[str, type[ImageDataset]] = {
 }
 
 
-def make_dataset(cfg) -> ImageDataset:
+def _dataset_class(cfg) -> type[ImageDataset]:
     name = cfg.DATASETS.NAMES
     if name not in DATASET_REGISTRY:
         raise ConfigError("DATASETS.NAMES", f"expected one of {sorted(DATASET_REGISTRY)}, got {name!r}")
-    return DATASET_REGISTRY[name].from_config(cfg)
+    return DATASET_REGISTRY[name]
 
 
-__all__ = ["DATASET_REGISTRY", "ImageDataset", "make_dataset"]
+def make_dataset(cfg) -> ImageDataset:
+    return _dataset_class(cfg).from_config(cfg)
+
+
+def check_dataset(cfg) -> None:
+    """Raise ``DatasetError`` now if the dataset's folders are missing (cheap: reads no image)."""
+    _dataset_class(cfg).check(cfg)
+
+
+__all__ = ["DATASET_REGISTRY", "ImageDataset", "check_dataset", "make_dataset"]

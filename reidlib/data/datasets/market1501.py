@@ -16,17 +16,30 @@ class Market1501(ImageDataset):
     dataset_dir = "market1501"
 
     @classmethod
-    def from_config(cls, cfg) -> "Market1501":
-        root = Path(cfg.DATASETS.ROOT_DIR) / cls.dataset_dir
-        return cls.load(root, cfg.DATASETS.TRAIN_FOLDER, cfg.DATASETS.QUERY_FOLDER, cfg.DATASETS.GALLERY_FOLDER)
+    def _folder_names(cls, cfg) -> tuple[Path, str, str, str]:
+        d = cfg.DATASETS
+        return Path(d.ROOT_DIR) / cls.dataset_dir, d.TRAIN_FOLDER, d.QUERY_FOLDER, d.GALLERY_FOLDER
 
     @classmethod
-    def load(cls, root: Path, train_folder="bounding_box_train", query_folder="query",
-             gallery_folder="bounding_box_test") -> "Market1501":
+    def from_config(cls, cfg) -> "Market1501":
+        return cls.load(*cls._folder_names(cfg))
+
+    @classmethod
+    def check(cls, cfg) -> None:
+        cls._folders(*cls._folder_names(cfg))
+
+    @classmethod
+    def _folders(cls, root: Path, train_folder: str, query_folder: str, gallery_folder: str) -> dict[str, Path]:
         folders = {"train": root / train_folder, "query": root / query_folder, "gallery": root / gallery_folder}
         for folder in folders.values():
             if not folder.is_dir():
                 raise DatasetError(str(folder), f"directory not found ({cls.__name__} expects it under {root})")
+        return folders
+
+    @classmethod
+    def load(cls, root: Path, train_folder="bounding_box_train", query_folder="query",
+             gallery_folder="bounding_box_test") -> "Market1501":
+        folders = cls._folders(root, train_folder, query_folder, gallery_folder)
         train = cls._read(folders["train"], relabel=True)
         query = cls._read(folders["query"])
         gallery = cls._read(folders["gallery"])

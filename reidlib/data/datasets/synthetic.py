@@ -12,6 +12,10 @@ class SyntheticReID(Market1501):
     dataset_dir = "synthetic"
 
     @classmethod
+    def check(cls, cfg) -> None:
+        """Nothing to check: the dataset is generated on first use."""
+
+    @classmethod
     def from_config(cls, cfg) -> "SyntheticReID":
         s = cfg.DATASETS.SYNTHETIC
         spec = SyntheticSpec(num_train_ids=s.NUM_TRAIN_IDS, num_test_ids=s.NUM_TEST_IDS, num_cameras=s.NUM_CAMERAS,
