@@ -24,15 +24,13 @@ from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import TrialBridge, open_wandb_run, wandb_mode
 from reidlib.sweep.controller import LocalController
-from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Ledger, Trial
+from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE
 from reidlib.sweep.runner import KernelPool, execute_notebook
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
 log = logging.getLogger(__name__)
 
-# The trial's own account of how it ended -> the ledger's trial state.
-_STATE_BY_STATUS = {"finished": FINISHED, "stopped_early": STOPPED, "diverged": FAILED, "oom": FAILED, "failed": FAILED}
 SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
 ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "analysis.ipynb"  # the repo's
 
@@ -197,14 +195,12 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
                                    on_scrap=bridge.on_scrap, cwd=session.project_dir, env=env,
                                    on_kernel=lambda pid: running.kernel_started(trial.name, pid), pool=pool)
         status = (bridge.summary or {}).get("status")
-        state = _STATE_BY_STATUS.get(status, FAILED)
+        state = state_of(status, bool(outcome.error))
         reason = outcome.error or (None if status in ("finished", "stopped_early") else status)
         stop_reason = _stop_reason(params["output_dir"])
         if outcome.kernel_died:
             state = FAILED if stop_reason == "time limit" else CRASHED
             reason = "time limit: killed after the grace period" if stop_reason == "time limit" else outcome.error
-        elif outcome.error and state in (FINISHED, STOPPED):
-            state = FAILED  # training ended well but a later cell (the report) failed
         elif state == STOPPED:
             reason = stop_reason
     finally:

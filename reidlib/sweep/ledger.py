@@ -21,6 +21,14 @@ LEDGER_FILE = "sweep.db"
 # Trial states. 'stopped' = ended early on the driver's request (hyperband, run cap, Ctrl-C).
 RUNNING, FINISHED, STOPPED, FAILED, CRASHED = "running", "finished", "stopped", "failed", "crashed"
 
+
+def state_of(status: str | None, errored: bool) -> str:
+    """A trial's state from its own account (the summary's ``status``) and whether a cell failed:
+    diverged, out-of-memory and failed trials, and trials whose report cells failed, are 'failed'."""
+    if status in ("finished", "stopped_early") and not errored:
+        return FINISHED if status == "finished" else STOPPED
+    return FAILED
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trials (

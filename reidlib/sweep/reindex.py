@@ -11,10 +11,9 @@ import nbformat
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, LEDGER_FILE, STOPPED, Ledger
+from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, Ledger, state_of
 
 SPEC_FILE = "spec.json"  # written beside the ledger when a sweep is created
-_STATE_BY_STATUS = {"finished": FINISHED, "stopped_early": STOPPED}
 _DRIVER_PARAMETERS = ("config_file", "overrides", "output_dir")
 
 
@@ -49,9 +48,7 @@ def reindex(sweep_dir: str | Path) -> Path:
             status = (summary or {}).get("status")
             errors = [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
                       if o.get("output_type") == "error"]
-            state = CRASHED if summary is None and not errors else _STATE_BY_STATUS.get(status, FAILED)
-            if errors and state in (FINISHED, STOPPED):
-                state = FAILED
+            state = CRASHED if summary is None and not errors else state_of(status, bool(errors))
             name = path.stem
             ledger.insert_trial(name, int(name.split("-")[-1]), state, trial_params(papermill.get("parameters", {})),
                                 config=scraps.get(contract.CONFIG), summary=summary, notebook=str(path),
