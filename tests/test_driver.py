@@ -2,6 +2,7 @@
 count, workers, hyperband, failures, retries, time limits, stop, resume."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -265,3 +266,10 @@ def test_bayes_search_uses_the_results(sweep_env):
     result = sweep_env(spec)
     assert len(result.trials) == 6 and all(t.state == "finished" for t in result.trials)
     assert len({t.params["base_lr"] for t in result.trials}) == 6
+
+
+def test_each_worker_sees_only_its_gpu_and_a_share_of_the_cpus(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert driver.worker_environments(gpus=["0", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "8"},
+                                                           {"CUDA_VISIBLE_DEVICES": "3", "OMP_NUM_THREADS": "8"}]
+    assert driver.worker_environments(workers=4) == [{"OMP_NUM_THREADS": "4"}] * 4
