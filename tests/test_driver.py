@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -151,9 +152,9 @@ def test_driver_killed_mid_trial_then_resumed(tmp_path, tiny_config):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     kernel_gone_by = time.time() + 15  # ipykernel's parent poller ends the orphaned kernel
-    while time.time() < kernel_gone_by and _kernels_running():
+    while time.time() < kernel_gone_by and _kernels_running(tmp_path):
         time.sleep(0.5)
-    assert not _kernels_running()
+    assert not _kernels_running(tmp_path)
 
     resumed = subprocess.run(cmd + ["--sweep-id", db.parent.name], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -177,7 +178,7 @@ def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, t
     assert interrupted.state == "stopped" and interrupted.exit_reason == "interrupted"
     _, epochs, summary = read_trial_notebook(interrupted.notebook)
     assert summary["status"] == "stopped_early" and 1 <= len(epochs) < 12  # saved, with its summary
-    assert not _kernels_running()
+    assert not _kernels_running(tmp_path)
 
     resumed = subprocess.run(cmd + ["--sweep-id", db.parent.name], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -186,9 +187,16 @@ def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, t
     assert trials[1].retry_of == interrupted.name
 
 
-def _kernels_running() -> bool:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return any("ipykernel_launcher" in line for line in out.splitlines())
+def _kernels_running(project_dir) -> bool:
+    """Whether a kernel started for this test (its working directory is the test's) is alive."""
+    for proc in Path("/proc").iterdir():
+        try:
+            if b"ipykernel_launcher" in (proc / "cmdline").read_bytes() and \
+                    Path(os.readlink(proc / "cwd")) == Path(project_dir).resolve():
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 def test_stop_command_ends_the_sweep_after_running_trials(sweep_env, tmp_path):
