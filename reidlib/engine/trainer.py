@@ -128,7 +128,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             if checkpoint and (epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs or any(stop)):
                 save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, loss_fn, center_optimizer)
                 result.checkpoint = str(checkpoint)
-            if any(stop):
+            if any(stop) and epoch < max_epochs:  # a stop at the last epoch cuts nothing short
                 result.status = STOPPED_EARLY
                 break
     except torch.cuda.OutOfMemoryError as err:
