@@ -51,7 +51,7 @@ def test_hostile_strings_in_a_spec_are_data(tmp_path, tiny_config):
     spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", "method": "grid",
                                     "parameters": {"base_lr": [1e-3], "max_epochs": 1,
                                                    "DATASETS.ROOT_DIR": [hostile]}}))
-    custom = json.dumps({"OUTPUT_DIR": {"value": hostile}})
+    custom = json.dumps({"DATASETS.QUERY_FOLDER": {"value": hostile}})
     subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs",
                            "--wandb", "disabled", "--custom-params", custom], cwd=tmp_path, capture_output=True, text=True)
     assert not marker.exists()
@@ -59,7 +59,7 @@ def test_hostile_strings_in_a_spec_are_data(tmp_path, tiny_config):
     [trial] = Ledger(sweep_dir / "sweep.db").trials()
     assert trial.params["DATASETS.ROOT_DIR"] == hostile  # arrived as that very string
     params, _, _ = read_trial_notebook(trial.notebook)
-    assert params["overrides"]["DATASETS.ROOT_DIR"] == hostile
+    assert params["overrides"]["DATASETS.ROOT_DIR"] == params["overrides"]["DATASETS.QUERY_FOLDER"] == hostile
 
 
 def test_outputs_follow_the_umask_and_nothing_is_world_writable(tmp_path, tiny_config):

@@ -36,6 +36,9 @@ OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults"}
 NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
 DEFAULT_METRIC = {"name": "val/mAP", "goal": "maximize"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+# Keys the driver sets for every trial: a sweep cannot search over them.
+DRIVER_KEYS = {"OUTPUT_DIR": "the driver gives each trial its own output directory (runs/<id>/trials/<trial>)",
+               "WANDB.ENABLE": "the driver owns each trial's W&B run; the notebook must not open another"}
 
 
 @dataclass
@@ -247,6 +250,8 @@ def check_against_config(spec: Spec) -> None:
                 key = resolve_key(cfg, name)
             except ConfigError as err:
                 raise SpecError(path, err.message) from None
+            if key in DRIVER_KEYS:
+                raise SpecError(path, DRIVER_KEYS[key])
             for v in choices:
                 try:
                     load_config(spec.config_file, {key: v})
