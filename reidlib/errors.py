@@ -29,3 +29,20 @@ class SpecError(ReidSweepError):
 
 class SweepStateError(ReidSweepError):
     """A sweep cannot be found or resumed as asked."""
+
+
+def read_yaml(path, error: type[ReidSweepError], what: str):
+    """A YAML file's content, or ``error`` naming the file: missing, or not YAML (with its line)."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise error(str(path), f"{what} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise error(str(path), f"not valid YAML{where} ({getattr(err, 'problem', None) or err})") from None

@@ -10,7 +10,7 @@ from yacs.config import CfgNode
 from reidlib.config.aliases import ALIASES
 from reidlib.config.defaults import _C
 from reidlib.config.overrides import apply_overrides, flat_keys, resolve_key
-from reidlib.errors import ConfigError
+from reidlib.errors import ConfigError, read_yaml
 
 __all__ = ["ALIASES", "check_config", "config_diff", "flat_keys", "get_defaults", "load_config", "resolve_key"]
 
@@ -33,15 +33,7 @@ def _flatten_mapping(mapping: dict, prefix: str = "") -> dict[str, Any]:
 
 def read_config_file(config_file: str | Path) -> dict[str, Any]:
     """The YACS file's values as ``{dotted key: value}`` (not yet checked against the defaults)."""
-    path = Path(config_file)
-    if not path.is_file():
-        raise ConfigError(str(config_file), "config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark else ""
-        raise ConfigError(str(config_file), f"not valid YAML{where}") from None
+    data = read_yaml(config_file, ConfigError, "config file") or {}
     if not isinstance(data, dict):
         raise ConfigError(str(config_file), "expected a mapping of config sections")
     return _flatten_mapping(data)

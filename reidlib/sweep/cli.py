@@ -24,7 +24,7 @@ def _spec_amendments(args) -> dict:
 
 
 def _report(sweep_dir: Path) -> None:
-    from reidlib.analysis import leaderboard, open_sweep
+    from reidlib.analysis import hyperband_savings, leaderboard, open_sweep
     from reidlib.sweep.driver import make_report
 
     outputs = make_report(sweep_dir)
@@ -40,10 +40,7 @@ def _report(sweep_dir: Path) -> None:
         versus = f" (untrained features: {untrained:.4f})" if untrained is not None else ""
         print(f"best trial: {best.name}  {name} {best.summary[name]:.4f}{versus}")
         print(f"best trial notebook: {best.notebook_path}")
-    epochs = sum(r.summary.get("epochs_run", 0) for r in sweep.runs)
-    budget = sum(r.summary.get("max_epochs", 0) for r in sweep.runs)
-    if budget:
-        print(f"epochs trained: {epochs} of a full budget of {budget}")
+    print(hyperband_savings(sweep))
     print(f"ledger: {sweep_dir / 'sweep.db'}")
     for what, path in outputs.items():
         print(f"{what}: {path}")

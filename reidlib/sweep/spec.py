@@ -21,7 +21,7 @@ import yaml
 
 from reidlib.config import load_config, resolve_key
 from reidlib.data import check_dataset
-from reidlib.errors import ConfigError, DatasetError, SpecError
+from reidlib.errors import ConfigError, DatasetError, SpecError, read_yaml
 
 METHODS = ("grid", "random", "bayes")
 DISTRIBUTIONS = (
@@ -175,15 +175,7 @@ def _check_schema(search: dict) -> None:
 
 def read_spec_file(path: str | Path) -> dict:
     """The YAML mapping of a spec file, not yet validated."""
-    path = Path(path)
-    if not path.is_file():
-        raise SpecError(str(path), "sweep file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark else ""
-        raise SpecError(str(path), f"{where}not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    raw = read_yaml(path, SpecError, "sweep file")
     return raw if isinstance(raw, dict) else {"<top>": raw}
 
 
