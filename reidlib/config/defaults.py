@@ -43,7 +43,7 @@ _C.INPUT.CACHE_BUDGET_MB = 4096  # ours: memory budget of the decoded-image cach
 # DATASETS
 # ---------------------------------------------------------------------------------------------------
 _C.DATASETS = CN()
-_C.DATASETS.NAMES = "market1501"  # dataset name in reidlib.data's registry (e.g. 'market1501', 'synthetic')
+_C.DATASETS.NAMES = "market1501"  # reidlib.data's registry: 'market1501', 'dukemtmc', 'msmt17', 'aihub_kaist', 'synthetic'
 _C.DATASETS.ROOT_DIR = "./data"  # folder that holds the dataset folders
 _C.DATASETS.TRAIN_FOLDER = "bounding_box_train"  # as forks use: training images folder
 _C.DATASETS.QUERY_FOLDER = "query"  # query images folder

@@ -1,43 +1,30 @@
-"""``make_data_loaders``: datasets to torch loaders (transforms, the PK sampler)."""
+"""``make_data_loaders``: datasets to batches (transforms, the PK sampler).
+
+Each split takes the cached, batched path (``reidlib.data.cached``) when its decoded images fit what is
+left of ``INPUT.CACHE_BUDGET_MB`` (train first, then query, then gallery), and the per-sample PIL path
+(``ImageFolderSamples`` in a torch ``DataLoader`` with ``DATALOADER.NUM_WORKERS`` workers) otherwise."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
+from reidlib.data.cached import BatchTransform, CachedLoader, cache_bytes, decode_images
 from reidlib.data.datasets import ImageDataset, make_dataset
+from reidlib.data.images import ImageFolderSamples
 from reidlib.data.samplers import RandomIdentitySampler
 from reidlib.data.transforms import make_transforms
-from reidlib.errors import DatasetError
-
-
-class ImageFolderSamples(Dataset):
-    """``(image tensor, pid, camid)`` from ``(path, pid, camid)`` rows."""
-
-    def __init__(self, samples, transform):
-        self.samples, self.transform = samples, transform
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index):
-        path, pid, camid = self.samples[index]
-        try:
-            with Image.open(path) as img:
-                image = img.convert("RGB")
-        except (OSError, UnidentifiedImageError) as err:
-            raise DatasetError(path, f"unreadable image ({err.__class__.__name__})") from None
-        return self.transform(image), pid, camid
+from reidlib.devices import resolve_device
 
 
 @dataclass
 class DataLoaders:
     dataset: ImageDataset
-    train: DataLoader
-    query: DataLoader
-    gallery: DataLoader
+    train: DataLoader | CachedLoader
+    query: DataLoader | CachedLoader
+    gallery: DataLoader | CachedLoader
+    cached: list[str] = field(default_factory=list)  # the splits on the cached, batched path
 
     @property
     def num_classes(self) -> int:
@@ -46,20 +33,31 @@ class DataLoaders:
 
 def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
     dataset = dataset or make_dataset(cfg)
-    s = cfg.DATALOADER
-    train_set = ImageFolderSamples(dataset.train, make_transforms(cfg, is_train=True))
-    generator = torch.Generator().manual_seed(cfg.SEED)
+    s, device = cfg.DATALOADER, resolve_device(cfg.MODEL.DEVICE)
+    budget = cfg.INPUT.CACHE_BUDGET_MB * 2**20
+    pk_sampler = None
+    if s.SAMPLER != "softmax":
+        pk_sampler = RandomIdentitySampler(dataset.train, cfg.SOLVER.IMS_PER_BATCH, s.NUM_INSTANCE, seed=cfg.SEED)
     common = {"num_workers": s.NUM_WORKERS, "persistent_workers": s.NUM_WORKERS > 0}
-    if s.SAMPLER == "softmax":
-        train = DataLoader(train_set, batch_size=cfg.SOLVER.IMS_PER_BATCH, shuffle=True, drop_last=True,
-                           generator=generator, **common)
-    else:
-        sampler = RandomIdentitySampler(dataset.train, cfg.SOLVER.IMS_PER_BATCH, s.NUM_INSTANCE, seed=cfg.SEED)
-        train = DataLoader(train_set, batch_size=cfg.SOLVER.IMS_PER_BATCH, sampler=sampler, drop_last=True, **common)
-    test_tf = make_transforms(cfg, is_train=False)
-    query = DataLoader(ImageFolderSamples(dataset.query, test_tf), batch_size=cfg.TEST.IMS_PER_BATCH, **common)
-    gallery = DataLoader(ImageFolderSamples(dataset.gallery, test_tf), batch_size=cfg.TEST.IMS_PER_BATCH, **common)
-    return DataLoaders(dataset, train, query, gallery)
+    loaders, cached = {}, []
+    for split, samples in (("train", dataset.train), ("query", dataset.query), ("gallery", dataset.gallery)):
+        train = split == "train"
+        size = cfg.INPUT.SIZE_TRAIN if train else cfg.INPUT.SIZE_TEST
+        batch_size = cfg.SOLVER.IMS_PER_BATCH if train else cfg.TEST.IMS_PER_BATCH
+        batching = {"shuffle": train and pk_sampler is None, "drop_last": train}
+        if cache_bytes(len(samples), size) <= budget:
+            budget -= cache_bytes(len(samples), size)
+            images = decode_images(samples, size, s.NUM_WORKERS).to(device)
+            transform = BatchTransform(cfg, train, device, seed=cfg.SEED)
+            loaders[split] = CachedLoader(images, samples, batch_size, transform,
+                                          sampler=pk_sampler if train else None, seed=cfg.SEED, **batching)
+            cached.append(split)
+        else:
+            generator = torch.Generator().manual_seed(cfg.SEED) if batching["shuffle"] else None
+            loaders[split] = DataLoader(ImageFolderSamples(samples, make_transforms(cfg, is_train=train)),
+                                        batch_size=batch_size, sampler=pk_sampler if train else None,
+                                        generator=generator, **batching, **common)
+    return DataLoaders(dataset, **loaders, cached=cached)
 
 
 __all__ = ["DataLoaders", "ImageFolderSamples", "make_data_loaders"]

@@ -11,6 +11,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from reidlib.devices import resolve_device
 from reidlib.engine.inference import extract_features
 from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features
@@ -18,6 +19,7 @@ from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
 
 FINISHED, STOPPED_EARLY, DIVERGED, OOM, FAILED = "finished", "stopped_early", "diverged", "oom", "failed"
+AMP_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SOLVER.AMP; CUDA only
 
 
 class Callback(Protocol):
@@ -44,14 +46,6 @@ class TrainResult:
         return len(self.history)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("MODEL.DEVICE", "'cuda' asked for but no CUDA device is visible; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -71,6 +65,12 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     ``resume`` continues from a checkpoint of ``save_checkpoint`` (model, optimiser, schedule, epoch)."""
     device = resolve_device(cfg.MODEL.DEVICE)
     model.to(device)
+    amp_dtype = AMP_DTYPES[cfg.SOLVER.AMP] if device.type == "cuda" else None
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not cfg.DETERMINISTIC  # fixed input size: pick the fastest kernels once
+        if cfg.MODEL.CHANNELS_LAST == "yes":
+            model.to(memory_format=torch.channels_last)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)  # fp16 gradients underflow
     loss_fn = make_loss(cfg, loaders.num_classes, getattr(model, "in_planes", 0)).to(device)
     optimizer = make_optimizer(cfg, model)
     center_optimizer = torch.optim.SGD(loss_fn.center.parameters(), lr=cfg.SOLVER.CENTER_LR) if loss_fn.center else None
@@ -87,10 +87,12 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             epoch_start = time.perf_counter()
             model.train()
             lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with (weights' group)
-            loss_sum, correct, seen = 0.0, 0, 0
+            totals, seen = torch.zeros(2, device=device), 0  # loss sum, correct: read once per epoch
             for images, pids, _ in loaders.train:
                 images, pids = images.to(device, non_blocking=True), pids.to(device, non_blocking=True)
-                scores, feats = model(images)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    scores, feats = model(images)
+                scores, feats = scores.float(), feats.float()  # the losses (distances, softmax) in float32
                 loss = loss_fn(scores, feats, pids)
                 if not torch.isfinite(loss):
                     result.status = DIVERGED
@@ -98,17 +100,18 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
                 optimizer.zero_grad(set_to_none=True)
                 if center_optimizer:
                     center_optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
                 if center_optimizer:
                     # undo the loss weight on the centers' gradient: CENTER_LR alone sets their step (upstream)
                     for param in loss_fn.center.parameters():
                         param.grad.mul_(1.0 / cfg.SOLVER.CENTER_LOSS_WEIGHT)
-                    center_optimizer.step()
-                loss_sum += loss.item() * len(pids)
-                correct += (scores.argmax(1) == pids).sum().item()
+                    scaler.step(center_optimizer)
+                scaler.update()
+                totals += torch.stack([loss.detach() * len(pids), (scores.argmax(1) == pids).sum()])
                 seen += len(pids)
             scheduler.step()
+            loss_sum, correct = totals.tolist()
             metrics = {"epoch": epoch,
                        "train/loss": loss_sum / seen if seen else float("nan"),
                        "train/acc": correct / seen if seen else 0.0,

@@ -2,13 +2,19 @@
 for its train, query and gallery splits. ``make_dataset(cfg)`` builds the one ``DATASETS.NAMES`` names."""
 from __future__ import annotations
 
+from reidlib.data.datasets.aihub_kaist import AIHubKAIST
 from reidlib.data.datasets.base import ImageDataset
+from reidlib.data.datasets.dukemtmc import DukeMTMCreID
 from reidlib.data.datasets.market1501 import Market1501
+from reidlib.data.datasets.msmt17 import MSMT17
 from reidlib.data.datasets.synthetic import SyntheticReID
 from reidlib.errors import ConfigError
 
 DATASET_REGISTRY: dict[str, type[ImageDataset]] = {
     "market1501": Market1501,
+    "dukemtmc": DukeMTMCreID,
+    "msmt17": MSMT17,
+    "aihub_kaist": AIHubKAIST,
     "synthetic": SyntheticReID,
 }
 
@@ -25,7 +31,7 @@ def make_dataset(cfg) -> ImageDataset:
 
 
 def check_dataset(cfg) -> None:
-    """Raise ``DatasetError`` now if the dataset's folders are missing (cheap: reads no image)."""
+    """Raise ``DatasetError`` now if the dataset's folders or list files are missing (cheap: reads no image)."""
     _dataset_class(cfg).check(cfg)
 
 

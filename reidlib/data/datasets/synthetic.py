@@ -16,7 +16,7 @@ class SyntheticReID(Market1501):
         """Nothing to check: the dataset is generated on first use."""
 
     @classmethod
-    def from_config(cls, cfg) -> "SyntheticReID":
+    def from_config(cls, cfg) -> SyntheticReID:
         s = cfg.DATASETS.SYNTHETIC
         spec = SyntheticSpec(num_train_ids=s.NUM_TRAIN_IDS, num_test_ids=s.NUM_TEST_IDS, num_cameras=s.NUM_CAMERAS,
                              images_per_camera=s.IMAGES_PER_CAMERA, image_size=tuple(s.IMAGE_SIZE), seed=s.SEED)
