@@ -2,7 +2,8 @@
 
 The driver owns every wandb run (the trial notebook never calls ``wandb.init`` when driven): one
 run per trial, grouped by sweep, offline unless a key or server is configured. A W&B failure never
-fails a trial: it is logged once, and the ledger still holds everything (``wandb sync`` later).
+fails a trial: it is one warning, W&B is off for the rest of the sweep, and the ledger still holds
+everything: ``write_missing_runs`` (``reid-sweep sync``) writes the runs W&B missed from it.
 """
 from __future__ import annotations
 
@@ -10,11 +11,13 @@ import logging
 import math
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from reidlib import trial as contract
-from reidlib.sweep.ledger import Ledger, Trial
+from reidlib.errors import ReidSweepError, SweepStateError
+from reidlib.sweep.ledger import RUNNING, Ledger, Trial
 
 log = logging.getLogger(__name__)
 
@@ -46,27 +49,66 @@ def flat_summary(summary: dict | None) -> dict:
     return flat
 
 
+class WandbOutage:
+    """W&B failing during a sweep. The first failure is one warning and turns W&B off for the rest of
+    the sweep (a W&B that fails once likely fails for every trial, and each try can cost a timeout);
+    trials go on, the ledger keeps everything, and ``reid-sweep sync`` writes the missing runs from it."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.error: str | None = None
+
+    def report(self, err: Exception, trial: Trial, sweep_dir: Path) -> None:
+        with self._lock:
+            first = self.error is None
+            self.error = self.error or f"{type(err).__name__}: {err}"
+        if first:
+            log.warning("W&B logging failed at %s (%s); the sweep goes on without W&B. The ledger has every "
+                        "trial: 'reid-sweep sync %s' writes the missing W&B runs from it and uploads them",
+                        trial.name, self.error, sweep_dir)
+        else:
+            log.debug("W&B failed again at %s: %s", trial.name, err)
+
+
 class TrialBridge:
     """Receives one trial's scraps (``on_scrap``) and records them; ``on_epoch`` is called after each
-    epoch is recorded (the driver's hyperband check)."""
+    epoch is recorded (the driver's hyperband check); ``close`` records the trial's end.
 
-    def __init__(self, ledger: Ledger, trial: Trial, run=None, on_epoch: Callable[[dict], None] | None = None):
-        self.ledger, self.trial, self.run, self.on_epoch = ledger, trial, run, on_epoch
+    Ledger writes keep their order: one the ledger refuses (locked past its timeout, disk full) is
+    tried again before the next, and ``close`` raises if it still cannot be made, so a trial recorded
+    as ended has every epoch. A W&B failure goes to ``outage``, ends this trial's run and clears its
+    ``wandb_id`` (``reid-sweep sync`` rewrites it from the ledger); it is never raised.
+    """
+
+    def __init__(self, ledger: Ledger, trial: Trial, run, outage: WandbOutage,
+                 on_epoch: Callable[[dict], None] | None = None):
+        self.ledger, self.trial, self.run, self.outage, self.on_epoch = ledger, trial, run, outage, on_epoch
         self.summary: dict | None = None
+        self._unwritten: list[Callable[[], None]] = []
 
     def on_scrap(self, name: str, data: Any) -> None:
         if name.startswith(contract.EPOCH_PREFIX):
-            self.ledger.add_epoch(self.trial.name, data)
-            # No explicit step: each epoch commits at once (a buffered last step would later overwrite
-            # the summary); the x-axis is `epoch` through define_metric.
-            self._wandb(lambda run: run.log(_loggable(data)))
+            self._record(lambda: self.ledger.add_epoch(self.trial.name, data))
+            self._wandb(lambda run: log_epoch(run, data))
             if self.on_epoch:
                 self.on_epoch(data)
         elif name == contract.SUMMARY:
             self.summary = data
         elif name == contract.CONFIG:
-            self.ledger.update_trial(self.trial.name, config=data)
-            self._wandb(lambda run: run.config.update(data, allow_val_change=True))
+            self._record(lambda: self.ledger.update_trial(self.trial.name, config=data))
+            self._wandb(lambda run: log_config(run, data))
+
+    def _record(self, write: Callable[[], None], last: bool = False) -> None:
+        self._unwritten.append(write)
+        try:
+            while self._unwritten:
+                self._unwritten[0]()
+                self._unwritten.pop(0)
+        except ReidSweepError as err:
+            if last:
+                raise
+            log.warning("%s: %s's latest result is not recorded yet (%s); its next one tries again",
+                        err.field, self.trial.name, err.__cause__ or err)
 
     def _wandb(self, action: Callable[[Any], None]) -> None:
         if self.run is None:
@@ -74,17 +116,38 @@ class TrialBridge:
         try:
             action(self.run)
         except Exception as err:  # W&B trouble never costs a trial
-            log.warning("W&B failed for %s (%s); the ledger has everything, sync later", self.trial.name, err)
-            self.run = None
+            self.outage.report(err, self.trial, self.ledger.path.parent)
+            run, self.run = self.run, None
+            try:
+                run.finish(exit_code=1)  # free what wandb holds for it; its file is partial anyway
+            except Exception:
+                log.debug("could not finish the failed wandb run of %s", self.trial.name, exc_info=True)
+            self._record(lambda: self.ledger.update_trial(self.trial.name, wandb_id=None))
 
-    def close(self, state: str, notebook: Path | None = None) -> None:
-        def finish(run):
-            run.summary.update({**flat_summary(self.summary), "state": state})
-            if notebook is not None and notebook.is_file():  # files in run.dir are uploaded (or synced) at finish
-                shutil.copy2(notebook, Path(run.dir) / notebook.name)
-            run.finish(exit_code=0 if state in ("finished", "stopped") else 1)
+    def close(self, state: str, reason: str | None, notebook: Path | None = None) -> None:
+        """Record the trial's end (raises if the ledger cannot take it), then finish its wandb run."""
+        try:
+            self._record(lambda: self.ledger.end_trial(self.trial.name, state, self.summary, reason), last=True)
+        finally:
+            self._wandb(lambda run: finish_run(run, self.summary, state, notebook))
 
-        self._wandb(finish)
+
+def log_config(run, config: dict) -> None:
+    run.config.update(config, allow_val_change=True)
+
+
+def log_epoch(run, metrics: dict) -> None:
+    # No explicit step: each epoch commits at once (a buffered last step would later overwrite the
+    # summary); the x-axis is `epoch` through define_metric.
+    run.log(_loggable(metrics))
+
+
+def finish_run(run, summary: dict | None, state: str, notebook: Path | None) -> None:
+    # the notebook's path too: reidlib.analysis over wandb.Api shows where each report is
+    run.summary.update({**flat_summary(summary), "state": state, "notebook": str(notebook or "")})
+    if notebook is not None and notebook.is_file():  # files in run.dir are uploaded (or synced) at finish
+        shutil.copy2(notebook, Path(run.dir) / notebook.name)
+    run.finish(exit_code=0 if state in ("finished", "stopped") else 1)
 
 
 def configure_run(run):
@@ -95,18 +158,53 @@ def configure_run(run):
 
 
 def open_wandb_run(mode: str, project: str, entity: str | None, sweep_id: str, trial: Trial, config: dict,
-                   directory: Path):
-    """A wandb run for one trial, or None (disabled, or W&B failed: logged, never raised)."""
-    if mode == "disabled":
+                   directory: Path, outage: WandbOutage):
+    """A wandb run for one trial, or None: W&B disabled, off since an earlier failure, or failing now
+    (reported to ``outage``, never raised)."""
+    if mode == "disabled" or outage.error is not None:
         return None
     try:
-        import wandb
-
-        run = wandb.init(project=project, entity=entity, group=sweep_id, job_type="trial", name=trial.name,
-                         id=f"{sweep_id}-{trial.name}", config=config, dir=str(directory), mode=mode,
-                         tags=[sweep_id], reinit="create_new",
-                         settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
-        return configure_run(run)
+        return _init_run(mode, project, entity, sweep_id, trial, config, directory)
     except Exception as err:
-        log.warning("W&B could not start a run for %s (%s); continuing without it", trial.name, err)
+        outage.report(err, trial, directory)
         return None
+
+
+def _init_run(mode: str, project: str, entity: str | None, sweep_id: str, trial: Trial, config: dict, directory: Path):
+    import wandb
+
+    run = wandb.init(project=project, entity=entity, group=sweep_id, job_type="trial", name=trial.name,
+                     id=f"{sweep_id}-{trial.name}", config=config, dir=str(directory), mode=mode,
+                     tags=[sweep_id], reinit="create_new",
+                     settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
+    return configure_run(run)
+
+
+def write_missing_runs(sweep_dir: Path, project: str, entity: str | None = None) -> list[str]:
+    """Write an offline wandb run from the ledger for every ended trial that has none (W&B failed or
+    was off while it ran); returns their names. A partial run that a W&B failure left behind is set
+    aside (renamed ``replaced-*``), so each trial keeps one run to sync."""
+    ledger = Ledger.open(sweep_dir)
+    try:
+        sweep_id = ledger.sweep()["id"]
+        written = []
+        for trial in ledger.trials(with_history=True):
+            if trial.wandb_id or trial.state == RUNNING:
+                continue
+            partial = list((sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}"))
+            try:
+                run = _init_run("offline", project, entity, sweep_id, trial, trial.params, sweep_dir)
+                if trial.config:
+                    log_config(run, trial.config)
+                for metrics in trial.history:
+                    log_epoch(run, metrics)
+                finish_run(run, trial.summary, trial.state, Path(trial.notebook) if trial.notebook else None)
+            except Exception as err:
+                raise SweepStateError(f"wandb run of {trial.name}", f"could not be written ({err})") from err
+            for old in partial:
+                old.rename(old.with_name(f"replaced-{old.name}"))
+            ledger.update_trial(trial.name, wandb_id=run.id)
+            written.append(trial.name)
+        return written
+    finally:
+        ledger.close()

@@ -48,7 +48,7 @@ def _report(sweep_dir: Path) -> None:
 
 def _cmd_run(args) -> int:
     from reidlib.sweep.bridge import wandb_mode
-    from reidlib.sweep.driver import run_sweep
+    from reidlib.sweep.driver import run_sweep, running_elsewhere
     from reidlib.sweep.spec import load_spec
 
     if args.sweep_id and len(args.spec) > 1:
@@ -67,6 +67,11 @@ def _cmd_run(args) -> int:
             directory = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
                                   wandb=args.wandb, project=args.project, entity=args.entity,
                                   time_limit=args.time_limit, workers=args.workers, gpus=gpus).directory
+        others = running_elsewhere(directory)
+        if others:  # drivers that joined this sweep: the last to end writes the report
+            print(f"sweep {directory.name}: this driver is done; other drivers still run {', '.join(others)}; "
+                  f"the last to end writes the report (or: reid-sweep report {directory.name})")
+            continue
         _report(directory)
     return 0
 
@@ -81,9 +86,9 @@ def _cmd_agent(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from reidlib.analysis import open_sweep
+    from reidlib.analysis import open_local_sweep
 
-    _report(open_sweep(args.sweep, args.runs_dir or "runs").directory)
+    _report(open_local_sweep(args.sweep, args.runs_dir or "runs").directory)
     return 0
 
 
@@ -120,18 +125,23 @@ def _cmd_status(args) -> int:
 
 
 def _cmd_stop(args) -> int:
-    from reidlib.analysis import open_sweep
+    from reidlib.analysis import open_local_sweep
     from reidlib.sweep.driver import stop_sweep
 
-    names = stop_sweep(open_sweep(args.sweep, args.runs_dir or "runs").directory)
+    names = stop_sweep(open_local_sweep(args.sweep, args.runs_dir or "runs").directory)
     print(f"stopping: no new trials; {', '.join(names) or 'no trial'} running end after their current epoch")
     return 0
 
 
 def _cmd_sync(args) -> int:
-    from reidlib.analysis import open_sweep
+    from reidlib.analysis import open_local_sweep
+    from reidlib.sweep.bridge import write_missing_runs
 
-    runs = sorted((open_sweep(args.sweep, args.runs_dir or "runs").directory / "wandb").glob("offline-run-*"))
+    directory = open_local_sweep(args.sweep, args.runs_dir or "runs").directory
+    written = write_missing_runs(directory, args.project, args.entity)
+    if written:
+        print(f"wrote {len(written)} wandb runs from the ledger (W&B was off or failing when they ran): {', '.join(written)}")
+    runs = sorted((directory / "wandb").glob("offline-run-*"))
     if not runs:
         raise SpecError(args.sweep, "no offline wandb runs to sync")
     return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, runs)])
@@ -160,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run (or resume) sweeps from W&B-schema YAMLs, one after the other")
     run.add_argument("spec", nargs="+", help="sweep YAML, e.g. sweeps/demo.yaml")
     run.add_argument("--count", type=int, help="total number of trials (overrides the spec's count)")
-    run.add_argument("--sweep-id", help="resume this sweep")
+    run.add_argument("--sweep-id", help="resume this sweep, or join drivers already running it")
     run.add_argument("--runs-dir", help="where sweeps are written (default: runs/)")
     run.add_argument("--workers", type=int, default=1, help="trials run in parallel (CPU threads are split)")
     run.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU, each kernel sees only its own")
@@ -185,12 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(func=_cmd_validate)
     for name, func, text in (("status", _cmd_status, "a sweep's trials, states and best so far"),
                              ("stop", _cmd_stop, "no new trials; running ones end after their current epoch"),
-                             ("sync", _cmd_sync, "upload a sweep's offline wandb runs (wandb sync)"),
+                             ("sync", _cmd_sync, "upload a sweep's offline wandb runs (wandb sync), first writing "
+                                                 "from the ledger those W&B missed"),
                              ("report", _cmd_report, "analysis notebook, best-run exports and HTML report")):
         command = sub.add_parser(name, help=text)
         command.add_argument("sweep", help="sweep id or runs/<id> directory")
         command.add_argument("--runs-dir")
         command.set_defaults(func=func)
+        if name == "sync":
+            command.add_argument("--project", default="reid-sweep", help="W&B project of the runs written from the ledger")
+            command.add_argument("--entity", help="W&B entity of the runs written from the ledger")
     reindex = sub.add_parser("reindex", help="rebuild a sweep's ledger from its executed trial notebooks")
     reindex.add_argument("directory", help="runs/<sweep-id>")
     reindex.set_defaults(func=_cmd_reindex)

@@ -4,9 +4,14 @@ what the trial sends while it runs.
 ``run_sweep`` is what ``reid-sweep run`` and ``notebooks/sweep.ipynb`` call. Ctrl-C asks every running
 trial to stop after its current epoch and waits for it (its notebook is saved with a summary); a second
 Ctrl-C kills the kernels. ``--sweep-id`` resumes: finished trials stay, interrupted ones run again.
+Several driver processes may run one sweep at once (each started with ``--sweep-id``): the ledger
+hands each grid point out once, and a driver tells another's running trials from a dead one's by its
+``DriverLease``. A full disk or a ledger locked past its timeout stops the sweep with one line.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
 import os
@@ -14,7 +19,7 @@ import secrets
 import signal
 import string
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -22,7 +27,7 @@ from tqdm.auto import tqdm
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.bridge import TrialBridge, open_wandb_run, wandb_mode
+from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_mode
 from reidlib.sweep.controller import LocalController
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE
@@ -32,6 +37,9 @@ from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parame
 log = logging.getLogger(__name__)
 
 SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
+WORKERS_DIR = "workers"  # in runs/<id>/: one lock file per live driver process
+REPORT_LOCK = ".report.lock"  # in runs/<id>/: drivers that end together write the report one after the other
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "analysis.ipynb"  # the repo's
 
 
@@ -41,15 +49,49 @@ def new_sweep_id() -> str:
     return "".join(secrets.choice(alphabet) for _ in range(8))
 
 
+class DriverLease:
+    """This driver process's mark on the trials it claims: it holds an exclusive lock on
+    ``runs/<id>/workers/<token>.lock`` (the OS lets go when the process dies, even by SIGKILL) and the
+    ledger writes the token on its trials. So a driver joining or resuming the sweep leaves another live
+    driver's running trials alone and marks a dead one's crashed."""
+
+    def __init__(self, sweep_dir: Path):
+        self.token = new_sweep_id()
+        self.path = sweep_dir / WORKERS_DIR / f"{self.token}.lock"
+        self.path.parent.mkdir(exist_ok=True)
+        self._file = self.path.open("w")
+        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def release(self) -> None:
+        if not self._file.closed:
+            self.path.unlink(missing_ok=True)
+            self._file.close()
+
+    @staticmethod
+    def alive(sweep_dir: Path, token: str | None) -> bool:
+        """Whether the driver with this token still runs (a second lock on its file fails)."""
+        path = sweep_dir / WORKERS_DIR / f"{token}.lock"
+        if token is None or not path.is_file():
+            return False
+        with path.open() as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+        path.unlink(missing_ok=True)  # a dead driver's
+        return False
+
+
 @dataclass
 class SweepSession:
-    """A sweep opened for running: its spec, directory and ledger."""
+    """A sweep opened for running: its spec, directory, ledger and this driver's lease on it."""
 
     sweep_id: str
     spec: Spec
     directory: Path
     ledger: Ledger
     project_dir: Path
+    lease: DriverLease
 
 
 def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sweep_id: str | None = None,
@@ -69,17 +111,31 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     if sweep_id:
         directory = runs_dir / sweep_id
         ledger = Ledger.open(directory)
+        lease = DriverLease(directory)
+        ledger.worker = lease.token
         (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
         for trial in ledger.trials():
-            if trial.state == RUNNING:  # its driver died; the kernel followed it (ipykernel's parent poller)
+            # its driver died; the kernel followed it (ipykernel's parent poller)
+            if trial.state == RUNNING and not DriverLease.alive(directory, trial.worker):
                 ledger.end_trial(trial.name, CRASHED, trial.summary, "driver stopped while it ran")
     else:
         sweep_id = new_id or new_sweep_id()
         directory = runs_dir / sweep_id
         directory.mkdir(parents=True)
         (directory / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))  # for reindex
+        lease = DriverLease(directory)
         ledger = Ledger.create(directory, sweep_id, spec.name, spec.to_dict())
-    return SweepSession(sweep_id, spec, directory, ledger, project_dir)
+        ledger.worker = lease.token
+    return SweepSession(sweep_id, spec, directory, ledger, project_dir, lease)
+
+
+def running_elsewhere(sweep_dir: Path) -> list[str]:
+    """The trials of a sweep that other live driver processes are running now."""
+    ledger = Ledger.open(sweep_dir)
+    try:
+        return [t.name for t in ledger.trials() if t.state == RUNNING and DriverLease.alive(sweep_dir, t.worker)]
+    finally:
+        ledger.close()
 
 
 def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
@@ -87,6 +143,7 @@ def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
     """Validate and create a sweep without running it; returns its id (``run_sweep(sweep_id=...)`` runs it)."""
     session = open_session(spec, runs_dir, None, project_dir)
     session.ledger.close()
+    session.lease.release()
     return session.sweep_id
 
 
@@ -147,10 +204,13 @@ class RunningTrials:
 
 @dataclass
 class TrialOptions:
+    """How a sweep's trials run; one per sweep (its W&B outage is the sweep's)."""
+
     wandb_mode: str = "offline"
     project: str = "reid-sweep"
     entity: str | None = None
     time_limit: float | None = None  # seconds of wall clock; then stop, and kill after a grace period
+    wandb_outage: WandbOutage = field(default_factory=WandbOutage)
 
 
 def grace_period(time_limit: float) -> float:
@@ -167,13 +227,10 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
     """
     params = trial_parameters(session, trial)
     notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
-    session.ledger.update_trial(trial.name, notebook=str(notebook_out))
     running.add(trial.name, params["output_dir"])
     if run is None:
         run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
-                             trial.params, session.directory)
-    if run is not None:
-        session.ledger.update_trial(trial.name, wandb_id=run.id)
+                             trial.params, session.directory, options.wandb_outage)
 
     def hyperband(_epoch: dict) -> None:
         if controller is not None and not contract.stop_requested(params["output_dir"]) and \
@@ -188,9 +245,10 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
         for timer in timers:
             timer.daemon = True
             timer.start()
-    bridge = TrialBridge(session.ledger, trial, run, on_epoch=hyperband)
+    bridge = TrialBridge(session.ledger, trial, run, options.wandb_outage, on_epoch=hyperband)
     state, reason = CRASHED, "driver interrupted"
     try:
+        session.ledger.update_trial(trial.name, notebook=str(notebook_out), wandb_id=run.id if run else None)
         outcome = execute_notebook(session.project_dir / session.spec.notebook, notebook_out, params,
                                    on_scrap=bridge.on_scrap, cwd=session.project_dir, env=env,
                                    on_kernel=lambda pid: running.kernel_started(trial.name, pid), pool=pool)
@@ -203,12 +261,17 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
             reason = "time limit: killed after the grace period" if stop_reason == "time limit" else outcome.error
         elif state == STOPPED:
             reason = stop_reason
+    except OSError as err:  # the driver's own writes (the notebook, the kernel log)
+        reason = f"{type(err).__name__}: {err}"
+        if err.errno in DISK_FULL:
+            raise SweepStateError(err.filename or str(notebook_out), f"disk full ({err.strerror}); free some space, "
+                                  f"then resume the sweep (--sweep-id {session.sweep_id})") from err
+        raise
     finally:
         for timer in timers:
             timer.cancel()
         running.remove(trial.name)
-        session.ledger.end_trial(trial.name, state, bridge.summary, reason)
-        bridge.close(state, notebook_out)
+        bridge.close(state, reason, notebook_out)
     return state
 
 
@@ -295,6 +358,7 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         raise
     finally:
         bar.close()
+        session.lease.release()  # every trial of this driver has ended
     if errors:
         raise errors[0]
     return SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True))
@@ -335,6 +399,8 @@ def make_report(sweep_dir: Path, project_dir: str | Path | None = None) -> dict[
     from reidlib.analysis import open_sweep
     from reidlib.analysis.export import build_html_report, export_best
 
-    analysis = run_analysis(sweep_dir, project_dir)
-    sweep = open_sweep(sweep_dir)
-    return {"analysis": analysis, **(export_best(sweep) or {}), "report": build_html_report(sweep, analysis)}
+    with (sweep_dir / REPORT_LOCK).open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        analysis = run_analysis(sweep_dir, project_dir)
+        sweep = open_sweep(sweep_dir)
+        return {"analysis": analysis, **(export_best(sweep) or {}), "report": build_html_report(sweep, analysis)}

@@ -1,8 +1,10 @@
 """The sweep's ledger: one SQLite file per sweep (``runs/<sweep-id>/sweep.db``).
 
 It records the spec, every trial (parameters, state, summary, notebook, wandb id, timings, exit
-reason) and every epoch's metrics as they arrive. WAL mode and a busy timeout let several worker
-processes share it; every write is its own short transaction, so a crash loses nothing committed.
+reason, the driver process running it) and every epoch's metrics as they arrive. WAL mode and a busy
+timeout let several driver processes share it; every write is its own short transaction, so a crash
+loses nothing committed. A write the ledger cannot make (locked by another process past the timeout,
+disk full) is rolled back and raised as one line naming the file.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Any, Callable, Iterator
 from reidlib.errors import SweepStateError
 
 LEDGER_FILE = "sweep.db"
+LOCK_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction before giving up
 # Trial states. 'stopped' = ended early on the driver's request (hyperband, run cap, Ctrl-C).
 RUNNING, FINISHED, STOPPED, FAILED, CRASHED = "running", "finished", "stopped", "failed", "crashed"
 
@@ -34,7 +37,7 @@ CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT 
 CREATE TABLE IF NOT EXISTS trials (
     name TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
     config TEXT, summary TEXT, notebook TEXT, wandb_id TEXT, started REAL, ended REAL, exit_reason TEXT,
-    retry_of TEXT);
+    retry_of TEXT, worker TEXT);
 CREATE TABLE IF NOT EXISTS history (
     trial TEXT NOT NULL REFERENCES trials(name), epoch INTEGER NOT NULL, metrics TEXT NOT NULL,
     PRIMARY KEY (trial, epoch));
@@ -55,16 +58,24 @@ class Trial:
     ended: float | None = None
     exit_reason: str | None = None
     retry_of: str | None = None  # the crashed or out-of-memory trial this one runs again
+    worker: str | None = None  # the token of the driver process that claimed it (driver.DriverLease)
     history: list[dict] = field(default_factory=list)
 
 
 class Ledger:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self._conn = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        self.worker: str | None = None  # the token this driver writes on the trials it claims (driver.DriverLease)
+        self._conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA busy_timeout=60000")
+        self._conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
         self._conn.executescript(_SCHEMA)
+        if "worker" not in {row[1] for row in self._conn.execute("PRAGMA table_info(trials)")}:
+            try:  # a ledger from before drivers were recorded
+                self._conn.execute("ALTER TABLE trials ADD COLUMN worker TEXT")
+            except sqlite3.OperationalError as err:
+                if "duplicate column" not in str(err):  # another driver added it first
+                    raise
         self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
 
     @classmethod
@@ -86,15 +97,32 @@ class Ledger:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, exclusive across threads (the lock) and processes (IMMEDIATE)."""
+        """One write transaction, exclusive across threads (the lock) and processes (IMMEDIATE);
+        all of it or nothing (a failed COMMIT, e.g. on a full disk, leaves the transaction open:
+        it is rolled back too)."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._conn
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as err:
+                raise self._unwritable(err) from err
+
+    def _unwritable(self, err: sqlite3.OperationalError) -> Exception:
+        """SQLite's 'database is locked' and 'database or disk is full' as one line a user can act on."""
+        resume = f"resume the sweep (--sweep-id {self.path.parent.name})"
+        if "locked" in str(err):
+            return SweepStateError(str(self.path), f"locked by another process for over {LOCK_TIMEOUT_S:g} s, so "
+                                   f"nothing was written; once it lets go, {resume}")
+        if "full" in str(err):
+            return SweepStateError(str(self.path), f"disk full ({err}), so the last write was not recorded; "
+                                   f"free some space, then {resume}")
+        return err
 
     # --- sweep ---
 
@@ -120,9 +148,9 @@ class Ledger:
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM trials").fetchone()[0]
             name = f"trial-{seq:03d}"
             now = time.time()
-            db.execute("INSERT INTO trials (name, seq, state, params, started, retry_of) VALUES (?, ?, ?, ?, ?, ?)",
-                       (name, seq, RUNNING, json.dumps(params), now, retry_of))
-        return Trial(name=name, seq=seq, state=RUNNING, params=params, started=now, retry_of=retry_of)
+            db.execute("INSERT INTO trials (name, seq, state, params, started, retry_of, worker) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                       (name, seq, RUNNING, json.dumps(params), now, retry_of, self.worker))
+        return Trial(name=name, seq=seq, state=RUNNING, params=params, started=now, retry_of=retry_of, worker=self.worker)
 
     def insert_trial(self, name: str, seq: int, state: str, params: dict, **fields: Any) -> None:
         """Record a trial as it was (``reindex``); ``fields`` as ``update_trial`` takes them."""
@@ -156,11 +184,11 @@ class Ledger:
     def _read_trials(self, with_history: bool) -> list[Trial]:
         rows = self._conn.execute(
             "SELECT name, seq, state, params, config, summary, notebook, wandb_id, started, ended, exit_reason, "
-            "retry_of FROM trials ORDER BY seq").fetchall()
+            "retry_of, worker FROM trials ORDER BY seq").fetchall()
         trials = [Trial(name=r[0], seq=r[1], state=r[2], params=json.loads(r[3]),
                         config=json.loads(r[4]) if r[4] else None, summary=json.loads(r[5]) if r[5] else None,
                         notebook=r[6], wandb_id=r[7], started=r[8], ended=r[9], exit_reason=r[10],
-                        retry_of=r[11]) for r in rows]
+                        retry_of=r[11], worker=r[12]) for r in rows]
         if with_history:
             by_name = {t.name: t for t in trials}
             for trial, metrics in self._conn.execute("SELECT trial, metrics FROM history ORDER BY trial, epoch"):

@@ -75,11 +75,8 @@ class TrialEngine(NBClientEngine):
                              kernel_name=kernel_name, log=log, log_output=log_output,
                              stdout_file=stdout_file, stderr_file=stderr_file,
                              shutdown_kernel="immediate")  # all outputs are in: no need to wait for a polite exit
-        if km is not None:  # started ahead by a KernelPool: ours to end
-            try:
-                return client.execute(cleanup_kc=True)  # nbclient only cleans up kernels it started
-            finally:
-                _end(km)
+        if km is not None:  # started ahead by a KernelPool: execute_notebook ends it
+            return client.execute(cleanup_kc=True)  # nbclient only cleans up kernels it started
         start_kwargs = {k: v for k, v in (("env", kernel_env), ("cwd", kernel_cwd)) if v is not None}
         if kernel_log is None:
             return client.execute(**start_kwargs)
@@ -189,8 +186,9 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict,
     km = None
     if pool is not None:
         km, spare_log = pool.take()
-        spare_log.replace(kernel_log)
     try:
+        if pool is not None:
+            spare_log.replace(kernel_log)
         papermill.execute_notebook(
             str(notebook), str(output), parameters=parameters, engine_name=ENGINE_NAME,
             kernel_name=ensure_kernelspec(), progress_bar=False, log_output=False,
@@ -200,4 +198,7 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict,
         return TrialOutcome(output, error=f"{err.ename}: {err.evalue}".strip(), error_cell=err.cell_index)
     except DeadKernelError as err:
         return TrialOutcome(output, error=f"kernel died ({str(err).splitlines()[0]}); see {kernel_log}", kernel_died=True)
+    finally:
+        if km is not None:  # also when papermill fails before it reaches the kernel (its first save, say)
+            _end(km)
     return TrialOutcome(output)

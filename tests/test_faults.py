@@ -1,0 +1,335 @@
+"""Faults (issue 7): W&B failing, the ledger locked by another process, runs/ filling up, and four
+driver processes on one ledger. Each sweep is of fake trials (seconds). Each test checks that the
+sweep completes or resumes, that no completed trial is lost or run again, that the ledger, the wandb
+offline runs and the executed notebooks agree, and that no kernel or other process is left alive."""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import papermill.iorw
+import psutil
+import pytest
+import wandb
+import yaml
+
+from fake_trial import write_fake_trial
+from reidlib.sweep import cli, create_sweep, ledger as ledger_module, run_sweep
+from reidlib.sweep.ledger import Ledger
+from reidlib.trial import read_trial_notebook
+from wandb_offline import read_run
+
+
+@pytest.fixture
+def grid_spec(tmp_path, tiny_config):
+    """``make(values, max_epochs, epoch_seconds)``: the path of a grid sweep of fake trials over base_lr."""
+
+    def make(values: list[float], max_epochs: int = 2, epoch_seconds: float = 0.05) -> Path:
+        write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=epoch_seconds)
+        path = tmp_path / "spec.yaml"
+        path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", "method": "grid",
+                                        "parameters": {"base_lr": {"values": values}, "max_epochs": max_epochs}}))
+        return path
+
+    return make
+
+
+def sweep(spec: Path, tmp_path: Path, **kwargs):
+    """Run (or resume, with ``sweep_id``) a sweep of fake trials in this process, W&B offline."""
+    return run_sweep(spec, runs_dir=tmp_path / "runs", project_dir=tmp_path, wandb="offline", progress=False, **kwargs)
+
+
+def trials_of(sweep_dir: Path):
+    ledger = Ledger.open(sweep_dir)
+    try:
+        return ledger.trials(with_history=True)
+    finally:
+        ledger.close()
+
+
+def assert_records_agree(sweep_dir: Path) -> None:
+    """Every trial that ran to its summary has the same epochs and summary in the ledger, in its
+    executed notebook and in its one wandb offline run."""
+    sweep_id = sweep_dir.name
+    completed = [t for t in trials_of(sweep_dir) if t.summary]
+    assert completed
+    for trial in completed:
+        params, epochs, summary = read_trial_notebook(trial.notebook)
+        assert params["base_lr"] == trial.params["base_lr"]
+        assert epochs == trial.history and summary == trial.summary, trial.name
+        [run_dir] = (sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}")
+        run = read_run(run_dir / f"run-{sweep_id}-{trial.name}.wandb")
+        assert [row["epoch"] for row in run["history"]] == [row["epoch"] for row in trial.history], trial.name
+        assert [row["val/mAP"] for row in run["history"]] == pytest.approx([row["val/mAP"] for row in trial.history])
+        assert run["summary"]["state"] == trial.state and run["summary"]["epochs_run"] == summary["epochs_run"]
+
+
+def assert_no_process_left() -> None:
+    """No kernel or other child of this test process is alive (after a short grace to exit); wandb's
+    service process stays: there is one per process, reused by every later run."""
+    children = [p for p in psutil.Process().children(recursive=True) if p.name() != "wandb-core"]
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline()[:3] for p in alive]
+
+
+def error_line(stderr: str) -> str:
+    """The CLI's one error line (the rest of its stderr is the progress bar): no traceback."""
+    assert "Traceback" not in stderr
+    [line] = [line for line in stderr.splitlines() if line.startswith("error:")]
+    return line
+
+
+def assert_one_finished_trial_per_point(sweep_dir: Path, values: list[float]) -> None:
+    finished = [t.params["base_lr"] for t in trials_of(sweep_dir) if t.state == "finished"]
+    assert Counter(finished) == Counter(values)
+
+
+# --- 1. W&B fails ------------------------------------------------------------------------------
+
+
+def _raise(*_args, **_kwargs):
+    raise ConnectionError("W&B is down")
+
+
+@pytest.mark.parametrize("failure", ["init raises", "log raises", "wandb dir is a file"])
+def test_wandb_failing_costs_no_trial_and_sync_writes_its_runs_from_the_ledger(failure, grid_spec, tmp_path, monkeypatch,
+                                                                                caplog):
+    values = [1e-3, 1e-2, 1e-1]
+    spec = grid_spec(values, max_epochs=3)
+    sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
+    directory = tmp_path / "runs" / sweep_id
+    with monkeypatch.context() as broken:
+        if failure == "init raises":
+            broken.setattr(wandb, "init", _raise)
+        elif failure == "log raises":
+            broken.setattr(wandb.sdk.wandb_run.Run, "log", _raise)
+        else:  # where wandb makes its directory there is a file: no one can write under it, root included
+            (directory / "wandb").write_text("")
+        with caplog.at_level(logging.WARNING, logger="reidlib"):
+            result = sweep(spec, tmp_path, sweep_id=sweep_id)
+
+    assert [t.state for t in result.trials] == ["finished"] * 3
+    assert all(len(t.history) == 3 and t.summary["epochs_run"] == 3 for t in result.trials)
+    assert all(t.wandb_id is None for t in result.trials)  # no trial has a complete wandb run
+    [warning] = [r.getMessage() for r in caplog.records if "W&B" in r.getMessage()]
+    assert "W&B logging failed" in warning and f"reid-sweep sync {directory}" in warning
+    assert_no_process_left()
+
+    # W&B works again: sync writes every trial's run from the ledger, then hands them all to `wandb sync`
+    if failure == "wandb dir is a file":
+        (directory / "wandb").unlink()
+    uploads = []
+    monkeypatch.setattr(subprocess, "call", lambda command: uploads.append(command) or 0)
+    assert cli.main(["sync", str(directory)]) == 0
+    assert_records_agree(directory)
+    [command] = uploads
+    assert command[1:4] == ["-m", "wandb", "sync"] and len(command[4:]) == 3
+    assert cli.main(["sync", str(directory)]) == 0  # a second sync writes nothing new
+    assert len(list((directory / "wandb").glob("offline-run-*"))) == 3
+
+
+# --- 2. the ledger locked by another process ------------------------------------------------------
+
+# Holds an exclusive SQLite transaction on the ledger once ``condition`` counts a row, until ``hold``
+# seconds pass or the ``release`` file appears; prints when it took and dropped the lock.
+LOCKER = """
+import pathlib, sqlite3, sys, time
+db, condition, hold, release = sys.argv[1], sys.argv[2], float(sys.argv[3]), pathlib.Path(sys.argv[4])
+conn = sqlite3.connect(db, isolation_level=None)
+while not conn.execute(condition).fetchone()[0]:
+    time.sleep(0.02)
+conn.execute("BEGIN EXCLUSIVE")
+print(time.time(), flush=True)
+until = time.time() + hold
+while time.time() < until and not release.exists():
+    time.sleep(0.02)
+conn.execute("COMMIT")
+print(time.time(), flush=True)
+"""
+FIRST_EPOCH = "SELECT COUNT(*) FROM history"
+FIRST_FINISHED = "SELECT COUNT(*) FROM trials WHERE state = 'finished'"
+
+
+def _lock_ledger(sweep_dir: Path, condition: str, hold: float) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", LOCKER, str(sweep_dir / "sweep.db"), condition, str(hold),
+                             str(sweep_dir / "release")], stdout=subprocess.PIPE, text=True)
+
+
+def test_a_ledger_locked_for_a_while_makes_the_sweep_wait_not_lose(grid_spec, tmp_path):
+    values = [1e-3, 1e-2, 1e-1]
+    spec = grid_spec(values, max_epochs=4, epoch_seconds=0.2)
+    sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
+    directory = tmp_path / "runs" / sweep_id
+    locker = _lock_ledger(directory, FIRST_EPOCH, hold=3)
+    result = sweep(spec, tmp_path, sweep_id=sweep_id)
+    locked, unlocked = map(float, locker.communicate(timeout=30)[0].split())
+
+    assert unlocked - locked >= 2.9
+    assert any(t.started < locked and t.ended > unlocked for t in result.trials)  # it ran through the lock
+    assert [t.state for t in result.trials] == ["finished"] * 3 and all(len(t.history) == 4 for t in result.trials)
+    assert_records_agree(directory)
+    assert_no_process_left()
+
+
+def test_a_ledger_locked_past_the_timeout_stops_the_sweep_with_one_line(grid_spec, tmp_path, monkeypatch, capsys):
+    values = [1e-3, 1e-2, 1e-1]
+    spec = grid_spec(values)
+    sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
+    directory = tmp_path / "runs" / sweep_id
+    monkeypatch.setattr(ledger_module, "LOCK_TIMEOUT_S", 1.0)
+    monkeypatch.chdir(tmp_path)
+    locker = _lock_ledger(directory, FIRST_FINISHED, hold=120)
+    code = cli.main(["run", str(spec), "--sweep-id", sweep_id, "--runs-dir", "runs", "--wandb", "offline"])
+    (directory / "release").touch()
+    locker.communicate(timeout=30)
+
+    assert code == 2
+    assert error_line(capsys.readouterr().err).startswith(f"error: {directory / 'sweep.db'}: locked by another process for over 1 s")
+    assert sqlite3.connect(directory / "sweep.db").execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    [first] = [t for t in trials_of(directory) if t.state == "finished"]
+    assert len(first.history) == 2
+    assert_no_process_left()
+
+    sweep(spec, tmp_path, sweep_id=sweep_id)  # resumed once the lock is gone
+    assert_one_finished_trial_per_point(directory, values)
+    assert [t for t in trials_of(directory) if t.name == first.name] == [first]  # kept as it was, not run again
+    assert_records_agree(directory)
+
+
+# --- 3. runs/ fills up --------------------------------------------------------------------------
+
+
+class FullDisk:
+    """runs/ filling up, seen at the driver's two writers: papermill saving a trial notebook (an
+    OSError ENOSPC without a file name, as ``write`` raises it) and the ledger's SQLite commits
+    ('database or disk is full', what SQLite says on a full tmpfs). The disk fills when
+    ``fills_at`` (a notebook's file name) is first saved, and is freed with ``free()``."""
+
+    def __init__(self, monkeypatch, fills_at: str):
+        self.full, self.fills_at = False, fills_at
+        write, connect = papermill.iorw.papermill_io.write, sqlite3.connect
+
+        def save(buf, path):
+            self.full = self.full or Path(path).name == fills_at
+            if self.full:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return write(buf, path)
+
+        monkeypatch.setattr(papermill.iorw.papermill_io, "write", save)
+        monkeypatch.setattr(ledger_module.sqlite3, "connect", lambda *a, **kw: _FullDiskConnection(connect(*a, **kw), self))
+
+    def free(self) -> None:
+        self.full, self.fills_at = False, None
+
+
+class _FullDiskConnection:
+    def __init__(self, conn: sqlite3.Connection, disk: FullDisk):
+        self._conn, self._disk = conn, disk
+
+    def execute(self, sql, *args):
+        if self._disk.full and sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
+def test_a_full_disk_stops_the_sweep_with_one_line_and_it_resumes(grid_spec, tmp_path, monkeypatch, capsys):
+    values = [1e-3, 1e-2, 1e-1, 1e-4]
+    spec = grid_spec(values)
+    monkeypatch.chdir(tmp_path)
+    disk = FullDisk(monkeypatch, fills_at="trial-003.ipynb")
+    code = cli.main(["run", str(spec), "--runs-dir", "runs", "--wandb", "offline"])
+    [directory] = (tmp_path / "runs").iterdir()
+
+    assert code == 2
+    assert error_line(capsys.readouterr().err).startswith(f"error: {directory / 'sweep.db'}: disk full (database or disk is full)")
+    disk.free()
+    assert sqlite3.connect(directory / "sweep.db").execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    before = trials_of(directory)
+    assert [(t.name, t.state) for t in before] == [("trial-001", "finished"), ("trial-002", "finished"),
+                                                   ("trial-003", "running")]  # its end could not be written
+    assert_no_process_left()
+
+    sweep(spec, tmp_path, sweep_id=directory.name)
+    after = trials_of(directory)
+    assert after[:2] == before[:2]  # the completed trials are kept as they were, not run again
+    assert after[2].state == "crashed" and after[3].retry_of == "trial-003"
+    assert_one_finished_trial_per_point(directory, values)
+    assert_records_agree(directory)
+
+
+def test_a_notebook_that_finds_the_disk_full_is_named_in_one_line(grid_spec, tmp_path, monkeypatch, capsys):
+    values = [1e-3, 1e-2]
+    spec = grid_spec(values)
+    sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
+    directory = tmp_path / "runs" / sweep_id
+    notebook = directory / "trials" / "trial-002.ipynb"
+    notebook.parent.mkdir()
+    notebook.symlink_to("/dev/full")  # a real ENOSPC from the kernel on every write
+    monkeypatch.chdir(tmp_path)
+    code = cli.main(["run", str(spec), "--sweep-id", sweep_id, "--runs-dir", "runs", "--wandb", "offline"])
+
+    assert code == 2
+    assert error_line(capsys.readouterr().err).startswith(f"error: {notebook}: disk full (No space left on device)")
+    assert_no_process_left()
+
+    notebook.unlink()
+    sweep(spec, tmp_path, sweep_id=sweep_id)
+    trials = trials_of(directory)
+    assert [(t.name, t.state) for t in trials] == [("trial-001", "finished"), ("trial-002", "crashed"),
+                                                   ("trial-003", "finished")]
+    assert "No space left on device" in trials[1].exit_reason and trials[2].retry_of == "trial-002"
+    assert_one_finished_trial_per_point(directory, values)
+    assert_records_agree(directory)
+
+
+# --- 4. four driver processes on one ledger ---------------------------------------------------------
+
+
+def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
+    values = [round(1e-4 * (i + 1), 6) for i in range(40)]
+    spec = grid_spec(values)
+    tag = secrets.token_hex(8)  # marks every process these drivers start, kernels and wandb's included
+    env = {**os.environ, "REID_SWEEP_FAULT_TEST": tag}
+    command = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs", "--wandb", "offline"]
+
+    def start(*extra):
+        return subprocess.Popen([*command, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    drivers = [start()]
+    deadline = time.time() + 60
+    while not list((tmp_path / "runs").glob("*/sweep.db")) and time.time() < deadline:
+        time.sleep(0.1)
+    [db] = (tmp_path / "runs").glob("*/sweep.db")
+    drivers += [start("--sweep-id", db.parent.name) for _ in range(3)]
+    outputs = [driver.communicate(timeout=300) for driver in drivers]
+
+    assert [d.returncode for d in drivers] == [0] * 4, [err[-2000:] for _, err in outputs]
+    trials = trials_of(db.parent)
+    assert len(trials) == 40 and all(t.state == "finished" and len(t.history) == 2 for t in trials)
+    assert Counter(t.params["base_lr"] for t in trials) == Counter(values)  # no point twice, none lost
+    assert len({t.worker for t in trials}) == 4  # every driver ran trials
+    assert len(list((db.parent / "trials").glob("trial-*.ipynb"))) == 40
+    assert len(list((db.parent / "wandb").glob("offline-run-*"))) == 40
+    assert_records_agree(db.parent)
+    assert any("best trial: " in out for out, _ in outputs) and (db.parent / "report" / "index.html").is_file()
+    left = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.environ().get("REID_SWEEP_FAULT_TEST") == tag and proc.status() != psutil.STATUS_ZOMBIE:
+                left.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    _, alive = psutil.wait_procs(left, timeout=10)
+    assert not alive, [p.cmdline()[:3] for p in alive]
