@@ -1,6 +1,8 @@
-"""Shared fixtures: a tiny synthetic dataset and config made in a temp dir (nothing downloads)."""
+"""Shared fixtures: a tiny synthetic dataset and config made in a temp dir (nothing downloads), and one
+small sweep run end to end (shared by the tests that read what a sweep leaves)."""
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -44,3 +46,21 @@ def write_spec(tmp_path, tiny_config):
         return path
 
     return write
+
+
+LRS = [0.0003, 0.003, 0.03]
+
+
+@pytest.fixture(scope="session")
+def sweep(tmp_path_factory, tiny_config):
+    """A 3-trial grid sweep through the real driver (papermill kernels, offline wandb), with its
+    report: ``(SweepResult, make_report's outputs)``. Run once per session: it takes half a minute."""
+    from reidlib.sweep import run_sweep
+    from reidlib.sweep.driver import make_report
+
+    runs = tmp_path_factory.mktemp("runs")
+    spec = tmp_path_factory.mktemp("spec") / "grid.yaml"
+    spec.write_text(json.dumps({"name": "e2e", "method": "grid", "config_file": str(tiny_config),
+                                "parameters": {"base_lr": {"values": LRS}, "max_epochs": 2}}))
+    result = run_sweep(spec, runs_dir=runs, project_dir=REPO, wandb="offline", progress=False)
+    return result, make_report(result.directory, REPO)

@@ -42,3 +42,10 @@ def test_validate_prints_the_normalised_spec():
 def test_status_of_unknown_sweep_is_exit_2(tmp_path):
     proc = cli("status", "nosuchid", "--runs-dir", str(tmp_path))
     assert proc.returncode == 2 and "no sweep found" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["report", "stop", "sync"])
+def test_commands_on_local_files_refuse_a_wandb_path_without_asking_wandb(tmp_path, command):
+    proc = cli(command, "lab/reid/abc123", "--runs-dir", str(tmp_path))  # WANDB_MODE unset: no server is asked
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "lab/reid/abc123: no sweep found" in proc.stderr and "Traceback" not in proc.stderr

@@ -11,24 +11,10 @@ import nbformat
 import pytest
 
 from reidlib.analysis import open_sweep
-from reidlib.sweep import run_sweep
-from reidlib.sweep.driver import make_report
 from reidlib.trial import VAL_KEYS, EPOCH_KEYS, read_trial_notebook
 from wandb_offline import read_run
 
-from conftest import REPO
-
-LRS = [0.0003, 0.003, 0.03]
-
-
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory, tiny_config):
-    runs = tmp_path_factory.mktemp("runs")
-    spec = tmp_path_factory.mktemp("spec") / "grid.yaml"
-    spec.write_text(json.dumps({"name": "e2e", "method": "grid", "config_file": str(tiny_config),
-                                "parameters": {"base_lr": {"values": LRS}, "max_epochs": 2}}))
-    result = run_sweep(spec, runs_dir=runs, project_dir=REPO, wandb="offline", progress=False)
-    return result, make_report(result.directory, REPO)
+from conftest import LRS, REPO
 
 
 def test_every_trial_leaves_a_notebook_with_its_scraps(sweep):

@@ -1,9 +1,10 @@
 """Read a finished or running sweep through the surface of ``wandb.Api().sweep(...)``.
 
-``open_sweep(ref)`` takes a local sweep id or ``runs/<id>`` directory (read from the ledger). Both
-sides name things as ``wandb.Api`` does: ``sweep.runs``, ``sweep.best_run(order)``, ``sweep.config``,
-``run.name/.id/.state/.config/.summary/.history()``; ours add ``run.notebook_path`` and
-``run.checkpoint``.
+``open_sweep(ref)`` takes a local sweep id or ``runs/<id>`` directory (read from the ledger), or a
+W&B path ``entity/project/sweep_id`` (read through ``wandb.Api``, ``reidlib.analysis.wandb_sweep``).
+Both sides name things as ``wandb.Api`` does: ``sweep.runs``, ``sweep.best_run(order)``,
+``sweep.config``, ``run.name/.id/.state/.config/.summary/.history()``; ours add ``sweep.metric``,
+``run.notebook_path``, ``run.checkpoint``, ``run.effective_config`` and ``run.exit_reason``.
 
 Which value is a run's ``summary['val/mAP']``: the best over its evaluated epochs, as W&B keeps it
 with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``). Only
@@ -53,6 +54,11 @@ class LocalRun:
         return self.trial.exit_reason
 
     @property
+    def effective_config(self) -> dict:
+        """Every YACS key as the trial trained with it (flattened, dotted)."""
+        return dict(self.trial.config or {})
+
+    @property
     def notebook_path(self) -> Path | None:
         return Path(self.trial.notebook) if self.trial.notebook else None
 
@@ -65,23 +71,19 @@ class LocalRun:
         return pd.DataFrame(self.trial.history)
 
 
-class LocalSweep:
-    def __init__(self, directory: Path):
-        self.directory = directory
-        ledger = Ledger.open(directory)
-        try:
-            info = ledger.sweep()
-            self.id, self.name, self.config = info["id"], info["name"], info["spec"]
-            self.runs = [LocalRun(t, self.id) for t in ledger.trials(with_history=True)]
-        finally:
-            ledger.close()
+class SweepReader:
+    """What every sweep reader (``LocalSweep``, ``WandbSweep``) derives from its ``config`` and ``runs``:
+    the metric and the best run."""
+
+    config: dict
+    runs: list
 
     @property
     def metric(self) -> tuple[str, str]:
         metric = self.config.get("metric") or {"name": "val/mAP", "goal": "maximize"}
         return metric["name"], metric.get("goal", "maximize")
 
-    def best_run(self, order: str | None = None) -> LocalRun | None:
+    def best_run(self, order: str | None = None):
         """The finished run with the best metric; ``order`` as in wandb.Api (``"-summary_metrics.val/mAP"``
         = highest first; a leading ``+`` = lowest first)."""
         if order is None:
@@ -96,8 +98,20 @@ class LocalSweep:
         return pick(ranked, key=lambda r: r.summary[name])
 
 
-def open_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:
-    """A sweep by id (under ``runs_dir``) or by directory."""
+class LocalSweep(SweepReader):
+    def __init__(self, directory: Path):
+        self.directory = directory
+        ledger = Ledger.open(directory)
+        try:
+            info = ledger.sweep()
+            self.id, self.name, self.config = info["id"], info["name"], info["spec"]
+            self.runs = [LocalRun(t, self.id) for t in ledger.trials(with_history=True)]
+        finally:
+            ledger.close()
+
+
+def open_local_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:
+    """A sweep of this machine, by id (under ``runs_dir``) or by directory."""
     path = Path(ref)
     for candidate in (path, Path(runs_dir) / str(ref)):
         if (candidate / "sweep.db").is_file():
@@ -105,7 +119,20 @@ def open_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:
     raise SweepStateError(str(ref), f"no sweep found (looked for sweep.db in {path} and {Path(runs_dir) / str(ref)})")
 
 
-def leaderboard(sweep: LocalSweep) -> pd.DataFrame:
+def open_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> SweepReader:
+    """A sweep by id (under ``runs_dir``), by directory, or by W&B path ``entity/project/sweep_id``
+    (through ``wandb.Api``); a local sweep of that name wins."""
+    try:
+        return open_local_sweep(ref, runs_dir)
+    except SweepStateError as err:
+        if not (isinstance(ref, str) and len(parts := ref.split("/")) == 3 and all(parts)):
+            raise SweepStateError(err.field, f"{err.message}; a W&B sweep is ENTITY/PROJECT/SWEEP_ID") from None
+    from reidlib.analysis.wandb_sweep import open_wandb_sweep
+
+    return open_wandb_sweep(ref)
+
+
+def leaderboard(sweep: SweepReader) -> pd.DataFrame:
     """One row per trial: state, parameters, best metrics, epochs run, wall time; best first,
     failures last with their reason."""
     name, goal = sweep.metric
@@ -124,7 +151,7 @@ def leaderboard(sweep: LocalSweep) -> pd.DataFrame:
     return frame.drop(columns="_ok").set_index("trial")
 
 
-def plot_curves(sweep: LocalSweep, metric: str = "val/mAP", top: int = 5):
+def plot_curves(sweep: SweepReader, metric: str = "val/mAP", top: int = 5):
     """``metric`` and training loss per epoch for the ``top`` runs, on shared axes."""
     import matplotlib.pyplot as plt
 
@@ -163,7 +190,7 @@ class LiveLeaderboard:
             self._handle.update(leaderboard(open_sweep(sweep_dir)))
 
 
-def trial_links(sweep: LocalSweep):
+def trial_links(sweep: SweepReader):
     """An HTML table: each trial's state and metric, linked to its executed notebook; best first."""
     import html
 
@@ -185,7 +212,7 @@ def trial_links(sweep: LocalSweep):
                 f"{''.join(rows)}</table>")
 
 
-def numeric_parameters(sweep: LocalSweep) -> list[str]:
+def numeric_parameters(sweep: SweepReader) -> list[str]:
     """The searched parameters whose values are numbers (what scatter plots and importances use)."""
     searched = [name for _, name, p in leaves(sweep.config.get("parameters", {})) if "value" not in p]
     return [name for name in searched
@@ -193,7 +220,7 @@ def numeric_parameters(sweep: LocalSweep) -> list[str]:
                    for r in sweep.runs)]
 
 
-def _scored(sweep: LocalSweep) -> pd.DataFrame:
+def _scored(sweep: SweepReader) -> pd.DataFrame:
     """Finished and stopped runs with the metric: one row each, parameters flattened."""
     name, _ = sweep.metric
     rows = [{**r.config, name: r.summary.get(name), "trial": r.name} for r in sweep.runs
@@ -201,7 +228,7 @@ def _scored(sweep: LocalSweep) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def parameter_importance(sweep: LocalSweep) -> pd.DataFrame | str:
+def parameter_importance(sweep: SweepReader) -> pd.DataFrame | str:
     """As W&B's parameter-importance panel: each numeric parameter's correlation with the metric,
     and its random-forest importance (fitted on the parameters, predicting the metric)."""
     name, _ = sweep.metric
@@ -216,7 +243,7 @@ def parameter_importance(sweep: LocalSweep) -> pd.DataFrame | str:
                         index=pd.Index(params, name="parameter")).round(3).sort_values("importance", ascending=False)
 
 
-def plot_parameters(sweep: LocalSweep):
+def plot_parameters(sweep: SweepReader):
     """Parallel coordinates (parameters -> metric, coloured by the metric) and one scatter per
     numeric parameter (log axis for log-distributed ones)."""
     import matplotlib.pyplot as plt
@@ -253,7 +280,7 @@ def plot_parameters(sweep: LocalSweep):
     return fig
 
 
-def cost_table(sweep: LocalSweep) -> pd.DataFrame:
+def cost_table(sweep: SweepReader) -> pd.DataFrame:
     """Per trial: wall time, GPU- (or CPU-) seconds, epochs run of the budget, time to its best epoch."""
     name, goal = sweep.metric
     rows = []
@@ -270,7 +297,7 @@ def cost_table(sweep: LocalSweep) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("trial") if rows else pd.DataFrame()
 
 
-def hyperband_savings(sweep: LocalSweep) -> str:
+def hyperband_savings(sweep: SweepReader) -> str:
     runs = [r.summary for r in sweep.runs if r.summary.get("max_epochs")]
     run, budget = sum(s.get("epochs_run", 0) for s in runs), sum(s["max_epochs"] for s in runs)
     if not budget:
@@ -278,15 +305,15 @@ def hyperband_savings(sweep: LocalSweep) -> str:
     return f"{run} epochs trained of a full budget of {budget} ({100 * (1 - run / budget):.0f}% saved by early stopping)"
 
 
-def best_config_diff(sweep: LocalSweep) -> pd.DataFrame | str:
+def best_config_diff(sweep: SweepReader) -> pd.DataFrame | str:
     """The best run's effective config against the sweep's base config file: what the search changed."""
     from reidlib.config import flat_keys, load_config
 
     best = sweep.best_run()
-    if best is None or not best.trial.config:
+    if best is None or not best.effective_config:
         return "no finished trial yet"
     base = dict(flat_keys(load_config(sweep.config.get("config_file"))))
-    changed = {k: (base.get(k), v) for k, v in best.trial.config.items()
+    changed = {k: (base.get(k), v) for k, v in best.effective_config.items()
                if k not in ("OUTPUT_DIR", "WANDB.ENABLE") and _normal(base.get(k)) != _normal(v)}
     return pd.DataFrame([(k, repr(a), repr(b)) for k, (a, b) in sorted(changed.items())],
                         columns=["key", "base", "best"]).set_index("key")
@@ -296,7 +323,7 @@ def _normal(value):
     return list(value) if isinstance(value, tuple) else value
 
 
-def overview(sweep: LocalSweep) -> str:
+def overview(sweep: SweepReader) -> str:
     """One paragraph: trials by state, the best run, and what to look at when nothing finished."""
     from collections import Counter
 
@@ -314,7 +341,7 @@ def overview(sweep: LocalSweep) -> str:
     return f"{text}\nno trial finished: {listed}" if sweep.runs else text
 
 
-def best_run_table(sweep: LocalSweep) -> pd.DataFrame | str:
+def best_run_table(sweep: SweepReader) -> pd.DataFrame | str:
     """The best run's parameters, metrics, and where its notebook and checkpoint are."""
     best = sweep.best_run()
     if best is None:
