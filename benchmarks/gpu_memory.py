@@ -1,7 +1,7 @@
 """P6 (GPU): free GPU memory before and after each of 10 trials that each take most of the GPU.
 
 Three ways to run the same 10 trials (BoT ResNet-50, 256x128, one epoch on a generated set, batch size
-drawn from 384/448/512 by the sweep, as a sweep over IMS_PER_BATCH would):
+drawn from 640/704/768 by the sweep, as a sweep over IMS_PER_BATCH would):
 - old: one long-lived Python process runs the trials one after another through ``do_train``
   (``wandb.agent(function=train)`` style): the CUDA context and the caching allocator's blocks stay;
 - old + their fix: the same with ``gc.collect()`` and ``torch.cuda.empty_cache()`` after each trial;
@@ -22,7 +22,7 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BATCHES = (384, 448, 512)
+BATCHES = (640, 704, 768)  # P = 160-192 identities of 4 images: most of an 80 GB GPU
 
 
 def free_mb() -> float:
@@ -72,9 +72,11 @@ def old_way(config: Path, batches: list[int], fix: bool) -> list[tuple]:
 def our_way(config: Path, batches: list[int], runs_dir: Path) -> list[tuple]:
     from reidlib.sweep.driver import run_sweep
 
+    runs_dir.mkdir(parents=True, exist_ok=True)
     spec = runs_dir / "gpu_memory.yaml"
-    spec.write_text(yaml.safe_dump({"config_file": str(config), "method": "grid", "metric": {"name": "val/mAP", "goal": "maximize"},
-                                    "parameters": {"ims_per_batch": {"values": batches}}}))
+    spec.write_text(yaml.safe_dump({"config_file": str(config), "method": "random", "count": len(batches),
+                                    "metric": {"name": "val/mAP", "goal": "maximize"},
+                                    "parameters": {"ims_per_batch": {"values": sorted(set(batches))}}}))
     free_after = []
     before = free_mb()
     result = run_sweep(spec, runs_dir=runs_dir, wandb="offline", project_dir=REPO, progress=False,
@@ -90,7 +92,7 @@ def our_way(config: Path, batches: list[int], runs_dir: Path) -> list[tuple]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--train-ids", type=int, default=40, help="identities (x 24 images) per trial")
+    parser.add_argument("--train-ids", type=int, default=200, help="identities (x 24 images) per trial")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("P6's GPU part needs CUDA")

@@ -5,8 +5,9 @@
    augmented per batch on the training device). The cache's one-off decode time is reported apart.
 2. With CUDA: one BoT ResNet-50 epoch (BNNeck, last stride 1, triplet + label-smoothed CE, Adam) at
    256x128 through ``reidlib.engine.do_train``: per-sample PIL + fp32 (upstream's setting) beside
-   cached + fp32 and cached + bf16 autocast + channels_last. The second epoch is timed (the first pays
-   cuDNN's autotuning); Market-1501's train size is 12,936 images (``--market-size``).
+   cached + fp32, cached + bf16 autocast + channels_last, and that with ``torch.compile``. The second of
+   three epochs is timed (the first pays cuDNN's autotuning and compiling, the last evaluates);
+   Market-1501's train size is 12,936 images (``--market-size``).
 
     .venv/bin/python benchmarks/input_pipeline.py [--train-ids 100] [--market-size] [--workers 2]
 """
@@ -64,6 +65,32 @@ def epoch_time(cfg) -> tuple[float, float]:
     return result.history[1]["time/epoch_s"], result.peak_mem_mb
 
 
+def step_time(cfg, steps: int = 30) -> float:
+    """Seconds per training step on one fixed batch: the model, loss and optimiser without input."""
+    from reidlib.losses import make_loss
+    from reidlib.solver import make_optimizer
+
+    model = make_model(cfg, 539).cuda()
+    if cfg.MODEL.CHANNELS_LAST == "yes":
+        model.to(memory_format=torch.channels_last)
+    loss_fn, optimizer = make_loss(cfg, 539, model.in_planes).cuda(), make_optimizer(cfg, model)
+    images = torch.randn(64, 3, 256, 128, device="cuda")
+    pids = torch.arange(16, device="cuda").repeat_interleave(4)
+    dtype = {"bf16": torch.bfloat16}.get(cfg.SOLVER.AMP)
+    for i in range(steps + 5):
+        if i == 5:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+        with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None):
+            scores, feats = model(images)
+        loss = loss_fn(scores.float(), feats.float(), pids)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - start) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-ids", type=int, default=100, help="identities (x 24 images) to train on")
@@ -91,16 +118,21 @@ def main() -> None:
         if device != "cuda":
             print(f"\nno GPU: the epoch-time table needs CUDA. cpu: {os.cpu_count()} cores")
             return
-        epoch = {"SOLVER.MAX_EPOCHS": 2}
+        epoch = {"SOLVER.MAX_EPOCHS": 3}  # epoch 2: after cuDNN's autotuning, before the last epoch's evaluation
         runs = [("per-sample PIL, fp32", {"INPUT.CACHE_BUDGET_MB": 0, "MODEL.CHANNELS_LAST": "no"}),
                 ("cached + batched, fp32", {"MODEL.CHANNELS_LAST": "no"}),
-                ("cached + batched, bf16 autocast + channels_last", {"SOLVER.AMP": "bf16"})]
+                ("cached + batched, bf16 autocast + channels_last", {"SOLVER.AMP": "bf16"}),
+                ("cached + batched, bf16 + channels_last + torch.compile", {"SOLVER.AMP": "bf16", "SOLVER.COMPILE": "yes"})]
         print(f"\n| BoT ResNet-50 epoch, {n:,} images, {torch.cuda.get_device_name()} | s/epoch | images/s | "
               f"peak GPU MB |")
         print("|---|---|---|---|")
         for name, overrides in runs:
             seconds, peak = epoch_time(bot_config(root, train_ids, args.workers, **epoch, **overrides))
             print(f"| {name} | {seconds:.2f} | {n / seconds:,.0f} | {peak:,.0f} |", flush=True)
+        for name, overrides in runs[1:3]:  # what the model alone costs: the floor of an eager epoch
+            per_step = step_time(bot_config(root, train_ids, args.workers, **overrides))
+            print(f"| {name.split(', ', 1)[1]}: model + loss + step alone, x {n // 64} steps | "
+                  f"{per_step * (n // 64):.2f} | {64 / per_step:,.0f} | |", flush=True)
 
 
 if __name__ == "__main__":

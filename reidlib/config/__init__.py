@@ -76,6 +76,7 @@ CHOICES = {
     "DATALOADER.SAMPLER": ("softmax", "triplet", "softmax_triplet"),
     "SOLVER.WARMUP_METHOD": ("linear", "constant"),
     "SOLVER.AMP": ("no", "bf16", "fp16"),
+    "SOLVER.COMPILE": ("yes", "no"),
     "TEST.RE_RANKING": ("yes", "no"),
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.FEAT_NORM": ("yes", "no"),

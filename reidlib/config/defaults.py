@@ -96,6 +96,7 @@ _C.SOLVER.LOG_PERIOD = 100  # log every N iterations
 _C.SOLVER.EVAL_PERIOD = 50  # evaluate every N epochs (and always at the last epoch)
 _C.SOLVER.IMS_PER_BATCH = 64  # training batch size (P x K with the PK sampler)
 _C.SOLVER.AMP = "no"  # ours: mixed precision on CUDA: 'no', 'bf16' or 'fp16' (with a gradient scaler); CPU ignores it
+_C.SOLVER.COMPILE = "no"  # ours: 'yes' trains through torch.compile on CUDA (a minute of compiling, fewer kernel launches)
 
 # ---------------------------------------------------------------------------------------------------
 # TEST
@@ -110,6 +111,7 @@ _C.TEST.EVAL_BEFORE_TRAINING = "no"  # ours: also evaluate the untrained model (
 _C.TEST.RERANK_K1 = 20  # ours: re-ranking k1
 _C.TEST.RERANK_K2 = 6  # ours: re-ranking k2
 _C.TEST.RERANK_LAMBDA = 0.3  # ours: re-ranking lambda
+_C.TEST.RERANK_MEMORY_MB = 256  # ours: re-ranking's working memory (sizes its chunks), beyond its query x gallery result
 
 # ---------------------------------------------------------------------------------------------------
 # W&B, as forks of reid-strong-baseline use it (only when the trial notebook runs alone)

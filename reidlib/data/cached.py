@@ -54,6 +54,7 @@ class BatchTransform:
         self.mean = 255 * torch.tensor(i.PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self.std = 255 * torch.tensor(i.PIXEL_STD, device=device).view(1, 3, 1, 1)
         self.generator = torch.Generator(device=device).manual_seed(seed)
+        self.cpu_generator = torch.Generator().manual_seed(seed)
 
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.mean.device)
@@ -69,13 +70,15 @@ class BatchTransform:
     def flip_pad_crop(self, images: torch.Tensor) -> torch.Tensor:
         """Zero-pad every side by ``INPUT.PADDING``, crop an ``H x W`` window at a uniform offset and
         mirror it with ``INPUT.PROB`` (a crop of the mirrored image, at the mirrored offset, is the
-        same draw). A slice per image: cheaper than a batched gather on the CPU, few launches on a GPU."""
+        same draw). A slice per image: cheaper than a batched gather on the CPU, two launches each on a GPU."""
         b, _, h, w = images.shape
         p = self.padding
         padded = F.pad(images, (p, p, p, p)) if p else images
-        tops = (self._rand(b) * (2 * p + 1)).long().tolist()
-        lefts = (self._rand(b) * (2 * p + 1)).long().tolist()
-        flips = (self._rand(b) < self.flip_prob).tolist()
+        # drawn on the CPU: reading them back from a GPU would wait for the previous step to finish
+        draws = torch.rand((3, b), generator=self.cpu_generator)
+        tops = (draws[0] * (2 * p + 1)).long().tolist()
+        lefts = (draws[1] * (2 * p + 1)).long().tolist()
+        flips = (draws[2] < self.flip_prob).tolist()
         out = torch.empty_like(images)
         for i, (top, left, flip) in enumerate(zip(tops, lefts, flips)):
             window = padded[i, :, top:top + h, left:left + w]

@@ -14,7 +14,7 @@ import torch
 from reidlib.devices import resolve_device
 from reidlib.engine.inference import extract_features
 from reidlib.errors import ConfigError
-from reidlib.evaluation import evaluate_features
+from reidlib.evaluation import evaluate_features, rerank_options
 from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
 
@@ -71,6 +71,8 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
         if cfg.MODEL.CHANNELS_LAST == "yes":
             model.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype is torch.float16)  # fp16 gradients underflow
+    # training batches have one shape, so a compiled model is compiled once; evaluation stays eager
+    train_model = torch.compile(model) if device.type == "cuda" and cfg.SOLVER.COMPILE == "yes" else model
     loss_fn = make_loss(cfg, loaders.num_classes, getattr(model, "in_planes", 0)).to(device)
     optimizer = make_optimizer(cfg, model)
     center_optimizer = torch.optim.SGD(loss_fn.center.parameters(), lr=cfg.SOLVER.CENTER_LR) if loss_fn.center else None
@@ -91,10 +93,10 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             for images, pids, _ in loaders.train:
                 images, pids = images.to(device, non_blocking=True), pids.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    scores, feats = model(images)
+                    scores, feats = train_model(images)
                 scores, feats = scores.float(), feats.float()  # the losses (distances, softmax) in float32
                 loss = loss_fn(scores, feats, pids)
-                if not torch.isfinite(loss):
+                if not torch.isfinite(loss):  # waits for the GPU, costing a launch's latency once it is busy
                     result.status = DIVERGED
                     break
                 optimizer.zero_grad(set_to_none=True)
@@ -153,7 +155,7 @@ def evaluate(cfg, model, loaders, device):
     q_feats, q_pids, q_camids = extract_features(model, loaders.query, device)
     g_feats, g_pids, g_camids = extract_features(model, loaders.gallery, device)
     return evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
-                             feat_norm=cfg.TEST.FEAT_NORM == "yes")
+                             feat_norm=cfg.TEST.FEAT_NORM == "yes", rerank=rerank_options(cfg.TEST, device))
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criterion=None, center_optimizer=None) -> None:

@@ -9,16 +9,19 @@ from reidlib.errors import ConfigError
 
 
 def make_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """Biases get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``; other weights the base values."""
+    """Biases get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``; other weights the base values.
+
+    Upstream makes one group per parameter; the same settings in two groups (weights first, whose lr
+    the trial reports) step identically and let torch's multi-tensor kernels update each group in a
+    few launches instead of ~160 groups one by one."""
     s = cfg.SOLVER
-    groups = []
+    weights, biases = [], []
     for key, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        is_bias = "bias" in key
-        groups.append({"params": [param],
-                       "lr": s.BASE_LR * (s.BIAS_LR_FACTOR if is_bias else 1),
-                       "weight_decay": s.WEIGHT_DECAY_BIAS if is_bias else s.WEIGHT_DECAY})
+        if param.requires_grad:
+            (biases if "bias" in key else weights).append(param)
+    groups = [{"params": params, "lr": lr, "weight_decay": decay}
+              for params, lr, decay in ((weights, s.BASE_LR, s.WEIGHT_DECAY),
+                                        (biases, s.BASE_LR * s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS)) if params]
     optimizer_class = getattr(torch.optim, s.OPTIMIZER_NAME, None)
     if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
         raise ConfigError("SOLVER.OPTIMIZER_NAME", f"expected a torch.optim optimiser such as 'Adam' or 'SGD', got {s.OPTIMIZER_NAME!r}")
