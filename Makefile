@@ -16,7 +16,13 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(VENV)/bin/reid-sweep run sweeps/demo.yaml
 
-test: $(INSTALLED)
+# The HTML report's test opens it in Debian's headless Chromium (about 20 s to install, as root).
+BROWSER_DRIVER := /usr/bin/chromedriver
+$(BROWSER_DRIVER):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+
+test: $(INSTALLED) $(BROWSER_DRIVER)
 	$(PY) -m pytest tests --nbval-lax notebooks/train.ipynb
 
 clean-runs:
@@ -25,3 +31,4 @@ clean-runs:
 bench: $(INSTALLED)
 	$(PY) benchmarks/orchestration.py
 	$(PY) benchmarks/ranking.py
+	$(PY) benchmarks/reranking.py

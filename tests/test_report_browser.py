@@ -1,5 +1,5 @@
 """The sweep's HTML report as a reader sees it, in headless Chromium (Debian's chromium and
-chromium-driver; ``.ci/run`` installs them): from ``report/index.html`` every link leads to a page
+chromium-driver; ``make test`` installs them): from ``report/index.html`` every link leads to a page
 that loads (or to an element of it), and every figure on the analysis and trial pages renders."""
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ READ_PAGE = """return {url: location.href, error: !!document.getElementById('mai
 def browser(tmp_path_factory):
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
     if missing:
-        pytest.fail(f"{', '.join(missing)}: not installed; apt-get install chromium chromium-driver (.ci/run does)")
+        pytest.fail(f"{', '.join(missing)}: not installed; apt-get install chromium chromium-driver (make test does)")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.selenium_manager import SeleniumManager
