@@ -1,10 +1,11 @@
-"""Evaluation: distance matrices and the Market-1501 ranking protocol."""
+"""Evaluation: distance matrices, k-reciprocal re-ranking and the Market-1501 ranking protocol."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
 from reidlib.evaluation.rank import evaluate_rank
+from reidlib.evaluation.rerank import re_ranking
 
 
 def euclidean_distances(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
@@ -12,22 +13,43 @@ def euclidean_distances(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarra
     return torch.cdist(query.float(), gallery.float()).pow_(2).cpu().numpy()
 
 
-def feature_distances(q_feats, g_feats, feat_norm: bool = True) -> np.ndarray:
-    """Query x gallery distances as the protocol ranks them (``TEST.FEAT_NORM`` L2-normalises first)."""
+def feature_distances(q_feats, g_feats, feat_norm: bool = True, rerank: dict | None = None) -> np.ndarray:
+    """Query x gallery distances as the protocol ranks them (``TEST.FEAT_NORM`` L2-normalises first).
+
+    ``rerank``: when given, ``re_ranking``'s keyword arguments (``TEST.RE_RANKING`` 'yes'), and the
+    distances are the re-ranked ones.
+    """
     if feat_norm:
         q_feats = torch.nn.functional.normalize(q_feats, dim=1)
         g_feats = torch.nn.functional.normalize(g_feats, dim=1)
+    if rerank is not None:
+        return re_ranking(q_feats, g_feats, **rerank)
     return euclidean_distances(q_feats, g_feats)
 
 
+def rerank_options(test_cfg, device=None) -> dict | None:
+    """``re_ranking``'s keyword arguments from a config's ``TEST`` node; None when ``RE_RANKING`` is 'no'."""
+    if test_cfg.RE_RANKING != "yes":
+        return None
+    return {"k1": test_cfg.RERANK_K1, "k2": test_cfg.RERANK_K2, "lambda_value": test_cfg.RERANK_LAMBDA,
+            "memory_mb": test_cfg.RERANK_MEMORY_MB, "device": device}
+
+
 def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
-                      feat_norm: bool = True) -> tuple[dict, np.ndarray]:
+                      feat_norm: bool = True, rerank: dict | None = None) -> tuple[dict, np.ndarray]:
     """The trial contract's ``val/*`` metrics from query and gallery features, and the CMC curve."""
-    distmat = feature_distances(q_feats, g_feats, feat_norm)
+    distmat = feature_distances(q_feats, g_feats, feat_norm, rerank)
     cmc, mAP, mINP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
     metrics = {"val/mAP": mAP, "val/mINP": mINP, "val/rank1": float(cmc[0]),
                "val/rank5": float(cmc[min(4, len(cmc) - 1)]), "val/rank10": float(cmc[min(9, len(cmc) - 1)])}
     return metrics, cmc
 
 
-__all__ = ["evaluate_features", "evaluate_rank", "euclidean_distances", "feature_distances"]
+__all__ = [
+    "euclidean_distances",
+    "evaluate_features",
+    "evaluate_rank",
+    "feature_distances",
+    "re_ranking",
+    "rerank_options",
+]
