@@ -16,7 +16,7 @@ from reidlib import trial as contract
 from reidlib.analysis.wandb_sweep import WandbSweep
 from reidlib.config import flat_keys, load_config
 from reidlib.errors import SweepStateError
-from reidlib.sweep.bridge import TrialBridge
+from reidlib.sweep.bridge import TrialBridge, WandbOutage
 from reidlib.sweep.ledger import Ledger, Trial
 
 PATH = "lab/reid/abc123"
@@ -67,7 +67,7 @@ def server_run(tmp_path, config_file, name, params, maps, status=None, state=Non
     what the bridge wrote at the end, history rows with W&B's ``_step``. ``status`` None: the driver
     died mid-trial (nothing written at the end; ``wandb_state`` says what the server saw)."""
     sdk = SdkRun(params, tmp_path)
-    bridge = TrialBridge(NoLedger(), Trial(name=name, seq=int(name[-3:]), state="running", params=params), sdk)
+    bridge = TrialBridge(NoLedger(), Trial(name=name, seq=int(name[-3:]), state="running", params=params), sdk, WandbOutage())
     effective = dict(flat_keys(load_config(config_file, {k: v for k, v in params.items() if k != "config_file"})))
     bridge.on_scrap(contract.CONFIG, effective)
     history = [epoch(n, m, params["base_lr"]) for n, m in enumerate(maps, 1)]
