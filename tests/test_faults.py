@@ -21,6 +21,7 @@ import pytest
 import wandb
 import yaml
 
+from conftest import REPO
 from fake_trial import write_fake_trial
 from reidlib.sweep import cli, create_sweep, ledger as ledger_module, run_sweep
 from reidlib.sweep.ledger import Ledger
@@ -333,3 +334,23 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
             continue
     _, alive = psutil.wait_procs(left, timeout=10)
     assert not alive, [p.cmdline()[:3] for p in alive]
+
+
+def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):
+    from reidlib.sweep.driver import SWEEP_STOP_FILE, DriverLease, open_session
+
+    spec = write_spec({"method": "grid", "parameters": {"base_lr": [0.001, 0.002]}})
+    runs = tmp_path / "runs"
+    sweep_id = create_sweep(spec, runs, REPO)
+    sweep_dir = runs / sweep_id
+    live = DriverLease(sweep_dir)  # another driver, still finishing after `reid-sweep stop`
+    (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
+    joined = open_session(spec, runs, sweep_id, REPO)
+    assert (sweep_dir / SWEEP_STOP_FILE).exists()
+    joined.lease.release()
+    joined.ledger.close()
+    live.release()
+    resumed = open_session(spec, runs, sweep_id, REPO)
+    assert not (sweep_dir / SWEEP_STOP_FILE).exists()
+    resumed.lease.release()
+    resumed.ledger.close()

@@ -78,6 +78,17 @@ def test_resume_continues_after_the_checkpoint(tiny_config, tmp_path):
     assert rec.epochs[0]["train/lr"] == pytest.approx(cfg3.SOLVER.BASE_LR)  # the schedule resumed too
 
 
+def test_a_checkpoint_with_one_optimiser_group_per_parameter_is_refused_by_name(tiny_config, tmp_path):
+    from reidlib.errors import ConfigError
+
+    cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=1)
+    old = torch.optim.Adam([{"params": [p]} for p in model.parameters()], lr=1e-3)  # the layout upstream saves
+    torch.save({"model": model.state_dict(), "optimizer": old.state_dict(), "scheduler": {}, "epoch": 1},
+               tmp_path / "old.pth")
+    with pytest.raises(ConfigError, match="resume: .*old.pth was saved with one optimiser group per parameter"):
+        do_train(cfg, model, loaders, resume=str(tmp_path / "old.pth"))
+
+
 def test_center_loss_trains_and_checkpoints_its_centers(tiny_config, tmp_path):
     cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=1)
     cfg = build_config(str(tiny_config), {"MODEL.IF_WITH_CENTER": "yes", "MODEL.METRIC_LOSS_TYPE": "triplet_center"},

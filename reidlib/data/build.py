@@ -1,7 +1,8 @@
 """``make_data_loaders``: datasets to batches (transforms, the PK sampler).
 
 Each split takes the cached, batched path (``reidlib.data.cached``) when its decoded images fit what is
-left of ``INPUT.CACHE_BUDGET_MB`` (train first, then query, then gallery), and the per-sample PIL path
+left of ``INPUT.CACHE_BUDGET_MB`` (on a GPU, at most a quarter of its free memory; train first, then
+query, then gallery), and the per-sample PIL path
 (``ImageFolderSamples`` in a torch ``DataLoader`` with ``DATALOADER.NUM_WORKERS`` workers) otherwise."""
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
     dataset = dataset or make_dataset(cfg)
     s, device = cfg.DATALOADER, resolve_device(cfg.MODEL.DEVICE)
     budget = cfg.INPUT.CACHE_BUDGET_MB * 2**20
+    if device.type == "cuda":  # the cache lives on the GPU: leave most of what is free to training and other trials
+        budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
     pk_sampler = None
     if s.SAMPLER != "softmax":
         pk_sampler = RandomIdentitySampler(dataset.train, cfg.SOLVER.IMS_PER_BATCH, s.NUM_INSTANCE, seed=cfg.SEED)

@@ -53,8 +53,9 @@ class BatchTransform:
         # normalisation on the 0-255 scale: (x / 255 - mean) / std in two in-place ops
         self.mean = 255 * torch.tensor(i.PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self.std = 255 * torch.tensor(i.PIXEL_STD, device=device).view(1, 3, 1, 1)
-        self.generator = torch.Generator(device=device).manual_seed(seed)
-        self.cpu_generator = torch.Generator().manual_seed(seed)
+        # distinct seeds: on the CPU equal seeds would give the erasing draws the crop draws' numbers
+        self.generator = torch.Generator(device=device).manual_seed(seed + 1)
+        self.cpu_generator = torch.Generator().manual_seed(seed + 2)
 
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.mean.device)

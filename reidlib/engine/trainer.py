@@ -176,6 +176,9 @@ def load_checkpoint(path: str, model, optimizer, scheduler, device, criterion=No
         raise ConfigError("resume", f"checkpoint not found: {path}")
     state = torch.load(path, map_location=device, weights_only=True)
     model.load_state_dict(state["model"])
+    if len(state["optimizer"]["param_groups"]) != len(optimizer.param_groups):
+        raise ConfigError("resume", f"{path} was saved with one optimiser group per parameter (before reid-sweep "
+                                    "grouped weights and biases); train again from the start or load its model only")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if center_optimizer is not None and "center" in state:

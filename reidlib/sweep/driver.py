@@ -81,6 +81,11 @@ class DriverLease:
         path.unlink(missing_ok=True)  # a dead driver's
         return False
 
+    @classmethod
+    def any_alive(cls, sweep_dir: Path) -> bool:
+        """Whether some driver still works on this sweep."""
+        return any(cls.alive(sweep_dir, path.stem) for path in (sweep_dir / WORKERS_DIR).glob("*.lock"))
+
 
 @dataclass
 class SweepSession:
@@ -111,9 +116,10 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     if sweep_id:
         directory = runs_dir / sweep_id
         ledger = Ledger.open(directory)
+        if not DriverLease.any_alive(directory):  # resuming a stopped sweep; joining live drivers keeps their stop
+            (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
         lease = DriverLease(directory)
         ledger.worker = lease.token
-        (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
         for trial in ledger.trials():
             # its driver died; the kernel followed it (ipykernel's parent poller)
             if trial.state == RUNNING and not DriverLease.alive(directory, trial.worker):

@@ -98,5 +98,8 @@ def run_agent(sweep_path: str, count: int | None = None, runs_dir: str | Path | 
                 log.info("W&B stops %s", trial.name)
                 running.stop(trial.name, "wandb server")
 
-    wandb.agent(sweep_id, function=trial_function, entity=entity, project=project, count=count)
+    try:
+        wandb.agent(sweep_id, function=trial_function, entity=entity, project=project, count=count)
+    finally:
+        session.lease.release()  # another agent or driver may resume this sweep's trials from now on
     return session
