@@ -64,3 +64,10 @@ def sweep(tmp_path_factory, tiny_config):
                                 "parameters": {"base_lr": {"values": LRS}, "max_epochs": 2}}))
     result = run_sweep(spec, runs_dir=runs, project_dir=REPO, wandb="offline", progress=False)
     return result, make_report(result.directory, REPO)
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_wandb_service(monkeypatch):
+    """wandb puts its service's address in os.environ (WANDB_SERVICE) once a test used it in-process;
+    a CLI run by a later test would then write its runs through that service, not its own."""
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
