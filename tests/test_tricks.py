@@ -105,3 +105,21 @@ def test_center_loss_pulls_features_to_their_center_with_its_own_lr():
 def test_sampler_picks_the_loss_terms_as_upstream(overrides, xent, triplet):
     criterion = make_loss(load_config(None, overrides), 3, 8)
     assert (criterion.xent is not None, criterion.triplet is not None, criterion.center) == (xent, triplet, None)
+
+
+def test_self_loads_a_reid_strong_baseline_state_dict(tmp_path):
+    cfg = load_config(None, {"MODEL.NAME": "resnet18", "MODEL.PRETRAIN_CHOICE": "none"})
+    trained = make_model(cfg, 7)
+    order = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+    upstream = {}  # upstream's names: base.conv1..., base.layer1..., bottleneck..., classifier...
+    for key, value in trained.state_dict().items():
+        if key.startswith("base.body."):
+            index, _, rest = key[len("base.body."):].partition(".")
+            key = f"base.{order[int(index)]}.{rest}"
+        upstream[key] = value + 1 if value.is_floating_point() else value
+    torch.save(upstream, tmp_path / "upstream.pth")
+    loaded = make_model(load_config(None, {"MODEL.NAME": "resnet18", "MODEL.PRETRAIN_CHOICE": "self",
+                                           "MODEL.PRETRAIN_PATH": str(tmp_path / "upstream.pth")}), 7)
+    for key, value in trained.state_dict().items():
+        expected = value + 1 if value.is_floating_point() else value
+        assert torch.equal(loaded.state_dict()[key], expected), key

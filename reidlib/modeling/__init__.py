@@ -16,8 +16,16 @@ def make_model(cfg, num_classes: int) -> Baseline:
     if choice == "imagenet":
         _load_imagenet(model, cfg)
     elif choice == "self":
-        model.load_state_dict(_read_state_dict(cfg.MODEL.PRETRAIN_PATH))
+        model.load_state_dict(_from_upstream(_read_state_dict(cfg.MODEL.PRETRAIN_PATH)))
     return model
+
+
+def _from_upstream(state: dict) -> dict:
+    """A reid-strong-baseline model's state dict (``base.layer1...``, ``bottleneck``, ``classifier``) in our
+    layout (``base.body.4...``); ours passes through unchanged."""
+    trunk = {k.partition(".")[2]: v for k, v in state.items() if k.startswith("base.") and not k.startswith("base.body.")}
+    rest = {k: v for k, v in state.items() if not (k.startswith("base.") and not k.startswith("base.body."))}
+    return {**rest, **{f"base.body.{k}": v for k, v in _to_sequential(trunk).items()}}
 
 
 def _read_state_dict(path: str) -> dict:
