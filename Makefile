@@ -32,3 +32,6 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/orchestration.py
 	$(PY) benchmarks/ranking.py
 	$(PY) benchmarks/reranking.py
+	$(PY) benchmarks/input_pipeline.py
+	$(PY) benchmarks/gpu_memory.py
+	$(PY) benchmarks/hyperband.py

@@ -354,3 +354,14 @@ def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_
     assert not (sweep_dir / SWEEP_STOP_FILE).exists()
     resumed.lease.release()
     resumed.ledger.close()
+
+
+def test_a_ledger_from_before_retries_and_drivers_were_recorded_still_opens(tmp_path):
+    ledger = Ledger.create(tmp_path, "old", "old", {})
+    ledger.claim_trial(lambda _trials: ({"base_lr": 0.1}, None))
+    ledger.close()
+    with sqlite3.connect(tmp_path / "sweep.db") as db:  # the schema of the first sessions' ledgers
+        db.execute("ALTER TABLE trials DROP COLUMN retry_of")
+        db.execute("ALTER TABLE trials DROP COLUMN worker")
+    [trial] = Ledger.open(tmp_path).trials()
+    assert trial.params == {"base_lr": 0.1} and trial.retry_of is None and trial.worker is None

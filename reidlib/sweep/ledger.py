@@ -70,12 +70,14 @@ class Ledger:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
         self._conn.executescript(_SCHEMA)
-        if "worker" not in {row[1] for row in self._conn.execute("PRAGMA table_info(trials)")}:
-            try:  # a ledger from before drivers were recorded
-                self._conn.execute("ALTER TABLE trials ADD COLUMN worker TEXT")
-            except sqlite3.OperationalError as err:
-                if "duplicate column" not in str(err):  # another driver added it first
-                    raise
+        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(trials)")}
+        for column in ("retry_of", "worker"):  # a ledger from before retries / drivers were recorded
+            if column not in columns:
+                try:
+                    self._conn.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
+                except sqlite3.OperationalError as err:
+                    if "duplicate column" not in str(err):  # another driver added it first
+                        raise
         self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
 
     @classmethod
