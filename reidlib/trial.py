@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -25,6 +26,9 @@ CONFIG = "config"  # the trial's effective config, flattened to dotted keys, glu
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "train/lr", "time/epoch_s", "gpu/peak_mem_mb")
 VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
 STOP_FILE = "STOP"
+# A driver writes the last epoch it has decided to stop or continue in VERDICT (0 before the trial
+# starts); a trial that finds the file waits for each epoch's verdict, up to VERDICT_WAIT_S.
+VERDICT_FILE, VERDICT_WAIT_S = "VERDICT", 10.0
 SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
 
 
@@ -155,6 +159,31 @@ def stop_requested(output_dir: str | Path) -> bool:
     return bool(output_dir) and (Path(output_dir) / STOP_FILE).exists()
 
 
+def record_verdict(output_dir: str | Path, epoch: int) -> None:
+    """The driver's: it has decided whether ``epoch`` is the trial's last (a stop is written first)."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    tmp = path / f"{VERDICT_FILE}.tmp"
+    tmp.write_text(str(epoch))
+    tmp.replace(path / VERDICT_FILE)
+
+
+def await_verdict(output_dir: str | Path, epoch: int, timeout: float = VERDICT_WAIT_S) -> None:
+    """Under a driver (a VERDICT file exists), wait until it has decided on ``epoch``, so a stop it
+    decides on this epoch's metrics ends the trial now instead of after one more epoch."""
+    path = Path(output_dir) / VERDICT_FILE if output_dir else None
+    if path is None or not path.is_file():
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if int(path.read_text()) >= epoch:
+                return
+        except (OSError, ValueError):  # being replaced right now
+            pass
+        time.sleep(0.005)
+
+
 # --- the notebook side --------------------------------------------------------------------------
 
 class ScrapRecorder:
@@ -170,6 +199,7 @@ class ScrapRecorder:
 
     def on_epoch_end(self, metrics: dict) -> bool:
         glue(epoch_scrap_name(metrics["epoch"]), metrics)
+        await_verdict(self.output_dir, metrics["epoch"])
         return stop_requested(self.output_dir)
 
     def on_train_end(self, result) -> None:

@@ -32,6 +32,7 @@ EPOCHS = '''for epoch in range(1, cfg.SOLVER.MAX_EPOCHS + 1):
     EXTRA
     history.append(row)
     trial.glue(trial.epoch_scrap_name(epoch), row)
+    trial.await_verdict(cfg.OUTPUT_DIR, epoch)
     if trial.stop_requested(cfg.OUTPUT_DIR):
         status = "stopped_early"
         break

@@ -234,15 +234,19 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
     params = trial_parameters(session, trial)
     notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
     running.add(trial.name, params["output_dir"])
+    contract.record_verdict(params["output_dir"], 0)  # tells the trial a driver decides on its epochs
     if run is None:
         run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
                              trial.params, session.directory, options.wandb_outage)
 
-    def hyperband(_epoch: dict) -> None:
-        if controller is not None and not contract.stop_requested(params["output_dir"]) and \
-                trial.name in controller.to_stop(session.ledger.trials(with_history=True)):
-            log.info("hyperband stops %s", trial.name)
-            running.stop(trial.name, "hyperband")
+    def hyperband(epoch: dict) -> None:
+        try:
+            if controller is not None and not contract.stop_requested(params["output_dir"]) and \
+                    trial.name in controller.to_stop(session.ledger.trials(with_history=True)):
+                log.info("hyperband stops %s", trial.name)
+                running.stop(trial.name, "hyperband")
+        finally:  # the trial waits for this before its next epoch
+            contract.record_verdict(params["output_dir"], int(epoch["epoch"]))
 
     timers = []
     if options.time_limit:
