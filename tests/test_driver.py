@@ -2,6 +2,8 @@
 count, workers, hyperband, failures, retries, time limits, stop, resume."""
 from __future__ import annotations
 
+import math
+
 import os
 import signal
 import subprocess
@@ -85,6 +87,17 @@ def test_a_failing_trial_does_not_stop_the_sweep(sweep_env):
     states = {t.params["base_lr"]: (t.state, t.exit_reason) for t in result.trials}
     assert states[1e-3] == ("finished", None) and states[1e-1] == ("finished", None)
     assert states[1e-2] == ("failed", "AssertionError: boom")
+
+
+def test_a_diverged_trial_is_failed_with_its_reason_and_the_sweep_goes_on(sweep_env):
+    result = sweep_env(grid([1e-3, 1e-1, 1e-2]), extra='''if lr == 1e-1:
+        row["train/loss"] = float("nan")
+        status = "diverged"''')
+    states = {t.params["base_lr"]: (t.state, t.exit_reason) for t in result.trials}
+    assert states == {1e-3: ("finished", None), 1e-1: ("failed", "diverged"), 1e-2: ("finished", None)}
+    diverged = next(t for t in result.trials if t.params["base_lr"] == 1e-1)
+    loss = diverged.history[0]["train/loss"]
+    assert len(diverged.history) == 3 and (loss is None or math.isnan(loss))  # JSON keeps no NaN: null
 
 
 def test_a_killed_kernel_is_recorded_retried_once_and_the_sweep_goes_on(sweep_env):
