@@ -192,6 +192,7 @@ def write_missing_runs(sweep_dir: Path, project: str, entity: str | None = None)
             if trial.wandb_id or trial.state == RUNNING:
                 continue
             partial = list((sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}"))
+            run = None
             try:
                 run = _init_run("offline", project, entity, sweep_id, trial, trial.params, sweep_dir)
                 if trial.config:
@@ -200,6 +201,8 @@ def write_missing_runs(sweep_dir: Path, project: str, entity: str | None = None)
                     log_epoch(run, metrics)
                 finish_run(run, trial.summary, trial.state, Path(trial.notebook) if trial.notebook else None)
             except Exception as err:
+                if run is not None:  # release what wandb holds for it; the next sync writes it again
+                    run.finish(exit_code=1)
                 raise SweepStateError(f"wandb run of {trial.name}", f"could not be written ({err})") from err
             for old in partial:
                 old.rename(old.with_name(f"replaced-{old.name}"))

@@ -78,7 +78,7 @@ class DriverLease:
                 fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-        path.unlink(missing_ok=True)  # a dead driver's
+        # the file stays: removing it here could race a new driver between its open and its lock
         return False
 
     @classmethod
