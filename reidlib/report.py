@@ -95,7 +95,7 @@ def ranked_gallery(cfg, model, loaders, num_queries: int = 4, top: int = 10, bor
     device = next(model.parameters()).device
     q_feats, q_pids, q_camids = extract_features(model, loaders.query, device)
     g_feats, g_pids, g_camids = extract_features(model, loaders.gallery, device)
-    distmat = feature_distances(q_feats, g_feats, cfg.TEST.FEAT_NORM == "yes", rerank=rerank_options(cfg.TEST, device))
+    distmat = feature_distances(q_feats, g_feats, cfg.TEST.FEAT_NORM == "yes", rerank=rerank_options(cfg.TEST, device)).cpu().numpy()
     height, width = cfg.INPUT.SIZE_TEST
     cell_w, cell_h = width + 2 * border, height + 2 * border
     picks = np.linspace(0, len(q_pids) - 1, num=min(num_queries, len(q_pids))).astype(int)

@@ -8,13 +8,14 @@ from reidlib.evaluation.rank import evaluate_rank
 from reidlib.evaluation.rerank import re_ranking
 
 
-def euclidean_distances(query: torch.Tensor, gallery: torch.Tensor) -> np.ndarray:
-    """Squared Euclidean distances, ``query x gallery``."""
-    return torch.cdist(query.float(), gallery.float()).pow_(2).cpu().numpy()
+def euclidean_distances(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """Squared Euclidean distances, ``query x gallery``, on the features' device."""
+    return torch.cdist(query.float(), gallery.float()).pow_(2)
 
 
-def feature_distances(q_feats, g_feats, feat_norm: bool = True, rerank: dict | None = None) -> np.ndarray:
-    """Query x gallery distances as the protocol ranks them (``TEST.FEAT_NORM`` L2-normalises first).
+def feature_distances(q_feats, g_feats, feat_norm: bool = True, rerank: dict | None = None) -> torch.Tensor:
+    """Query x gallery distances as the protocol ranks them (``TEST.FEAT_NORM`` L2-normalises first),
+    on the features' device, where ``evaluate_rank`` then ranks them.
 
     ``rerank``: when given, ``re_ranking``'s keyword arguments (``TEST.RE_RANKING`` 'yes'), and the
     distances are the re-ranked ones.
@@ -23,7 +24,7 @@ def feature_distances(q_feats, g_feats, feat_norm: bool = True, rerank: dict | N
         q_feats = torch.nn.functional.normalize(q_feats, dim=1)
         g_feats = torch.nn.functional.normalize(g_feats, dim=1)
     if rerank is not None:
-        return re_ranking(q_feats, g_feats, **rerank)
+        return torch.from_numpy(re_ranking(q_feats, g_feats, **rerank)).to(q_feats.device)
     return euclidean_distances(q_feats, g_feats)
 
 
