@@ -17,9 +17,11 @@ import yaml
 
 from fake_trial import write_fake_trial
 from reidlib.sweep import driver, run_sweep
+from reidlib.sweep.bridge import wandb_destination, write_missing_runs
 from reidlib.sweep.controller import SweepPaused
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
+from wandb_offline import read_run
 
 
 @pytest.fixture
@@ -44,6 +46,42 @@ def test_grid_runs_every_point_once_then_ends(sweep_env):
     result = sweep_env(grid([0.1, 0.01, 0.001]))
     assert sorted(t.params["base_lr"] for t in result.trials) == [0.001, 0.01, 0.1]
     assert all(t.state == "finished" and len(t.history) == 3 for t in result.trials)
+
+
+def test_wandb_destination_precedence(monkeypatch):
+    """As given, else the sweep's so far, else the spec's (as ``wandb sweep`` reads a YAML), else the
+    environment, else project 'reid-sweep'."""
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    spec = {"project": "spec-p", "entity": "spec-e"}
+    recorded = {"project": "ledger-p", "entity": "ledger-e"}
+    assert wandb_destination({}) == {"project": "reid-sweep", "entity": None}
+    monkeypatch.setenv("WANDB_PROJECT", "env-p")
+    monkeypatch.setenv("WANDB_ENTITY", "env-e")
+    assert wandb_destination({}) == {"project": "env-p", "entity": "env-e"}
+    assert wandb_destination(spec) == spec
+    assert wandb_destination(spec, recorded=recorded) == recorded
+    assert wandb_destination(spec, "given-p", "given-e", recorded) == {"project": "given-p", "entity": "given-e"}
+
+
+def test_runs_go_to_the_spec_project_and_sync_writes_missing_ones_there(sweep_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_PROJECT", "not-this-one")
+    result = sweep_env(grid([0.1], project="market-bot", entity="lab"), wandb="offline")
+    [trial] = result.trials
+    [run_file] = (result.directory / "wandb").glob(f"offline-run-*-{trial.name}/run-*.wandb")
+    written = read_run(run_file)["run"]
+    assert (written.project, written.entity) == ("market-bot", "lab")
+    # W&B missed the trial: sync writes its run from the ledger, to the sweep's project untold
+    run_file.parent.rename(run_file.parent.with_name("lost"))
+    ledger = Ledger.open(result.directory)
+    assert ledger.sweep()["wandb"] == {"project": "market-bot", "entity": "lab"}
+    ledger.update_trial(trial.name, wandb_id=None)
+    ledger.close()
+    assert write_missing_runs(result.directory) == [trial.name]
+    [run_file] = (result.directory / "wandb").glob(f"offline-run-*-{trial.name}/run-*.wandb")
+    rewritten = read_run(run_file)
+    assert (rewritten["run"].project, rewritten["run"].entity) == ("market-bot", "lab")
+    assert [row["epoch"] for row in rewritten["history"]] == [1, 2, 3]
 
 
 def test_count_caps_a_random_sweep(sweep_env):

@@ -356,12 +356,17 @@ def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_
     resumed.ledger.close()
 
 
-def test_a_ledger_from_before_retries_and_drivers_were_recorded_still_opens(tmp_path):
+def test_a_ledger_from_before_retries_drivers_and_wandb_destinations_were_recorded_still_opens(tmp_path):
     ledger = Ledger.create(tmp_path, "old", "old", {})
     ledger.claim_trial(lambda _trials: ({"base_lr": 0.1}, None))
     ledger.close()
     with sqlite3.connect(tmp_path / "sweep.db") as db:  # the schema of the first sessions' ledgers
         db.execute("ALTER TABLE trials DROP COLUMN retry_of")
         db.execute("ALTER TABLE trials DROP COLUMN worker")
-    [trial] = Ledger.open(tmp_path).trials()
+        db.execute("ALTER TABLE sweep DROP COLUMN wandb")
+    ledger = Ledger.open(tmp_path)
+    [trial] = ledger.trials()
     assert trial.params == {"base_lr": 0.1} and trial.retry_of is None and trial.worker is None
+    assert ledger.sweep()["wandb"] == {}
+    ledger.record_wandb_destination({"project": "p", "entity": None})
+    assert ledger.sweep()["wandb"] == {"project": "p", "entity": None}

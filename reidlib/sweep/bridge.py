@@ -20,6 +20,7 @@ from reidlib.errors import ReidSweepError, SweepStateError
 from reidlib.sweep.ledger import RUNNING, Ledger, Trial
 
 log = logging.getLogger(__name__)
+DEFAULT_PROJECT = "reid-sweep"
 
 
 def wandb_mode(requested: str | None = None) -> str:
@@ -29,6 +30,17 @@ def wandb_mode(requested: str | None = None) -> str:
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     return "online" if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_BASE_URL") else "offline"
+
+
+def wandb_destination(spec_config: dict, project: str | None = None, entity: str | None = None,
+                      recorded: dict | None = None) -> dict:
+    """The W&B project and entity of a sweep's runs: as given, else where the sweep's runs went so
+    far (its ledger), else the spec's ``project``/``entity`` (as ``wandb sweep`` reads a sweep YAML),
+    else ``WANDB_PROJECT``/``WANDB_ENTITY``, else project 'reid-sweep' and wandb's default entity."""
+    recorded = recorded or {}
+    return {"project": project or recorded.get("project") or spec_config.get("project")
+            or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            "entity": entity or recorded.get("entity") or spec_config.get("entity") or os.environ.get("WANDB_ENTITY")}
 
 
 def _loggable(metrics: dict) -> dict:
@@ -180,13 +192,17 @@ def _init_run(mode: str, project: str, entity: str | None, sweep_id: str, trial:
     return configure_run(run)
 
 
-def write_missing_runs(sweep_dir: Path, project: str, entity: str | None = None) -> list[str]:
+def write_missing_runs(sweep_dir: Path, project: str | None = None, entity: str | None = None) -> list[str]:
     """Write an offline wandb run from the ledger for every ended trial that has none (W&B failed or
     was off while it ran); returns their names. A partial run that a W&B failure left behind is set
-    aside (renamed ``replaced-*``), so each trial keeps one run to sync."""
+    aside (renamed ``replaced-*``), so each trial keeps one run to sync. The runs go to ``project``
+    and ``entity`` if given, else to the sweep's (``wandb_destination``)."""
     ledger = Ledger.open(sweep_dir)
     try:
-        sweep_id = ledger.sweep()["id"]
+        sweep = ledger.sweep()
+        sweep_id = sweep["id"]
+        destination = wandb_destination(sweep["spec"], project, entity, sweep["wandb"])
+        project, entity = destination["project"], destination["entity"]
         written = []
         for trial in ledger.trials(with_history=True):
             if trial.wandb_id or trial.state == RUNNING:

@@ -47,7 +47,7 @@ def _report(sweep_dir: Path) -> None:
 
 
 def _cmd_run(args) -> int:
-    from reidlib.sweep.bridge import wandb_mode
+    from reidlib.sweep.bridge import wandb_destination, wandb_mode
     from reidlib.sweep.driver import run_sweep, running_elsewhere
     from reidlib.sweep.spec import load_spec
 
@@ -59,7 +59,8 @@ def _cmd_run(args) -> int:
         if wandb_mode(args.wandb) == "online":  # the W&B server searches; this machine is its first agent
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 
-            path = create_server_sweep(spec, args.project, args.entity)
+            destination = wandb_destination(spec.search_config, args.project, args.entity)
+            path = create_server_sweep(spec, destination["project"], destination["entity"])
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
             directory = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
                                   time_limit=args.time_limit, gpu=gpus[0] if gpus else None).directory
@@ -177,8 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
     run.add_argument("--wandb", choices=("offline", "online", "disabled"),
                      help="W&B mode (default: offline unless a key or WANDB_BASE_URL is configured)")
-    run.add_argument("--project", default="reid-sweep", help="W&B project")
-    run.add_argument("--entity", help="W&B entity")
+    run.add_argument("--project", help="W&B project (default: the sweep's so far, the spec's project, "
+                                       "$WANDB_PROJECT, or reid-sweep)")
+    run.add_argument("--entity", help="W&B entity (default: the sweep's so far, the spec's entity, $WANDB_ENTITY)")
     _add_spec_options(run)
     run.set_defaults(func=_cmd_run)
     agent = sub.add_parser("agent", help="run trials of a W&B server sweep on this machine")
@@ -203,8 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--runs-dir")
         command.set_defaults(func=func)
         if name == "sync":
-            command.add_argument("--project", default="reid-sweep", help="W&B project of the runs written from the ledger")
-            command.add_argument("--entity", help="W&B entity of the runs written from the ledger")
+            command.add_argument("--project", help="W&B project of the runs written from the ledger "
+                                                   "(default: the sweep's)")
+            command.add_argument("--entity", help="W&B entity of the runs written from the ledger (default: the sweep's)")
     reindex = sub.add_parser("reindex", help="rebuild a sweep's ledger from its executed trial notebooks")
     reindex.add_argument("directory", help="runs/<sweep-id>")
     reindex.set_defaults(func=_cmd_reindex)

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_mode
+from reidlib.sweep.bridge import DEFAULT_PROJECT, TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
 from reidlib.sweep.controller import LocalController
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE
@@ -213,7 +213,7 @@ class TrialOptions:
     """How a sweep's trials run; one per sweep (its W&B outage is the sweep's)."""
 
     wandb_mode: str = "offline"
-    project: str = "reid-sweep"
+    project: str = DEFAULT_PROJECT
     entity: str | None = None
     time_limit: float | None = None  # seconds of wall clock; then stop, and kill after a grace period
     wandb_outage: WandbOutage = field(default_factory=WandbOutage)
@@ -308,17 +308,23 @@ class SweepResult:
 
 
 def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
-              runs_dir: str | Path | None = None, wandb: str | None = None, project: str = "reid-sweep",
+              runs_dir: str | Path | None = None, wandb: str | None = None, project: str | None = None,
               entity: str | None = None, project_dir: str | Path | None = None, time_limit: float | None = None,
               workers: int = 1, gpus: list[str] | None = None, progress: bool = True,
               on_trial_end: Callable[[Path], None] | None = None) -> SweepResult:
     """Run (or resume) a sweep until the controller says it is done.
 
+    ``project``/``entity``: where its W&B runs go; by default the sweep's so far, else the spec's
+    ``project``/``entity``, else ``WANDB_PROJECT``/``WANDB_ENTITY``, else project 'reid-sweep'.
     ``on_trial_end(sweep_dir)`` is called after every trial (the driver notebook refreshes its
     leaderboard with it)."""
     session = open_session(spec, runs_dir, sweep_id, project_dir)
     controller = LocalController(session.spec, count)
-    options = TrialOptions(wandb_mode(wandb), project, entity, time_limit)
+    recorded = session.ledger.sweep()["wandb"]
+    destination = wandb_destination(session.spec.search_config, project, entity, recorded)
+    if destination != recorded:
+        session.ledger.record_wandb_destination(destination)
+    options = TrialOptions(wandb_mode(wandb), destination["project"], destination["entity"], time_limit)
     running, stopping, errors = RunningTrials(), threading.Event(), []
     stop_file = session.directory / SWEEP_STOP_FILE
     bar = tqdm(total=controller.limit, initial=sum(t.state != RUNNING and not t.retry_of for t in session.ledger.trials()),

@@ -33,7 +33,8 @@ def state_of(status: str | None, errored: bool) -> str:
     return FAILED
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL,
+    wandb TEXT);
 CREATE TABLE IF NOT EXISTS trials (
     name TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
     config TEXT, summary TEXT, notebook TEXT, wandb_id TEXT, started REAL, ended REAL, exit_reason TEXT,
@@ -70,11 +71,11 @@ class Ledger:
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
         self._conn.executescript(_SCHEMA)
-        columns = {row[1] for row in self._conn.execute("PRAGMA table_info(trials)")}
-        for column in ("retry_of", "worker"):  # a ledger from before retries / drivers were recorded
-            if column not in columns:
+        # a ledger from before retries, drivers and the W&B destination were recorded
+        for table, column in (("trials", "retry_of"), ("trials", "worker"), ("sweep", "wandb")):
+            if column not in {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}:
                 try:
-                    self._conn.execute(f"ALTER TABLE trials ADD COLUMN {column} TEXT")
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
                 except sqlite3.OperationalError as err:
                     if "duplicate column" not in str(err):  # another driver added it first
                         raise
@@ -84,7 +85,8 @@ class Ledger:
     def create(cls, sweep_dir: str | Path, sweep_id: str, name: str, spec: dict, filename: str = LEDGER_FILE) -> "Ledger":
         ledger = cls(Path(sweep_dir) / filename)
         with ledger._write() as db:
-            db.execute("INSERT INTO sweep VALUES (?, ?, ?, ?)", (sweep_id, name, json.dumps(spec), time.time()))
+            db.execute("INSERT INTO sweep (id, name, spec, created) VALUES (?, ?, ?, ?)",
+                       (sweep_id, name, json.dumps(spec), time.time()))
         return ledger
 
     @classmethod
@@ -129,9 +131,16 @@ class Ledger:
     # --- sweep ---
 
     def sweep(self) -> dict:
+        """The sweep's id, name, spec, creation time and ``wandb`` destination (``{}`` until recorded)."""
         with self._lock:
-            row = self._conn.execute("SELECT id, name, spec, created FROM sweep").fetchone()
-        return {"id": row[0], "name": row[1], "spec": json.loads(row[2]), "created": row[3]}
+            row = self._conn.execute("SELECT id, name, spec, created, wandb FROM sweep").fetchone()
+        return {"id": row[0], "name": row[1], "spec": json.loads(row[2]), "created": row[3],
+                "wandb": json.loads(row[4]) if row[4] else {}}
+
+    def record_wandb_destination(self, destination: dict) -> None:
+        """Where the sweep's W&B runs go (project, entity): ``reid-sweep sync`` and resumes use it."""
+        with self._write() as db:
+            db.execute("UPDATE sweep SET wandb = ?", (json.dumps(destination),))
 
     # --- trials ---
 

@@ -73,6 +73,8 @@ def run_agent(sweep_path: str, count: int | None = None, runs_dir: str | Path | 
     runs_dir = Path(runs_dir or Path(project_dir or Path.cwd()) / "runs")
     existing = (runs_dir / sweep_id / "sweep.db").is_file()
     session = open_session(spec, runs_dir, sweep_id if existing else None, project_dir, new_id=sweep_id)
+    if project:  # this machine's copy of the sweep records where its runs are
+        session.ledger.record_wandb_destination({"project": project, "entity": entity})
     options = TrialOptions(wandb_mode="online", project=project, entity=entity, time_limit=time_limit)
     running = RunningTrials()
     [env] = worker_environments(1, [gpu] if gpu else None)
