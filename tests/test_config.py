@@ -89,6 +89,8 @@ def test_bad_override_names_field_and_expectation(overrides, field, words):
     ({"DATALOADER.SAMPLER": "triplet", "MODEL.METRIC_LOSS_TYPE": "softmax"}, "MODEL.METRIC_LOSS_TYPE"),
     ({"SOLVER.MAX_EPOCHS": 0}, "SOLVER.MAX_EPOCHS"),
     ({"SOLVER.BASE_LR": -1.0}, "SOLVER.BASE_LR"),
+    ({"TEST.RE_RANKING": "yes", "TEST.RERANK_K1": 0}, "TEST.RERANK_K1"),
+    ({"TEST.RE_RANKING": "yes", "TEST.RERANK_LAMBDA": 1.5}, "TEST.RERANK_LAMBDA"),
 ])
 def test_impossible_combinations_fail_before_data(overrides, field):
     with pytest.raises(ConfigError) as err:

@@ -116,3 +116,8 @@ def check_config(cfg: CfgNode) -> None:
         raise ConfigError("SOLVER.CENTER_LOSS_WEIGHT", f"expected a positive number with center loss, got {s.CENTER_LOSS_WEIGHT}")
     if not 0 <= cfg.INPUT.RE_PROB <= 1 or not 0 <= cfg.INPUT.PROB <= 1:
         raise ConfigError("INPUT.RE_PROB" if not 0 <= cfg.INPUT.RE_PROB <= 1 else "INPUT.PROB", "expected a probability in [0, 1]")
+    if cfg.TEST.RE_RANKING == "yes":  # else found only at the first evaluation, after training epochs
+        from reidlib.evaluation.rerank import check_parameters
+
+        t = cfg.TEST
+        check_parameters(t.RERANK_K1, t.RERANK_K2, t.RERANK_LAMBDA, t.RERANK_MEMORY_MB)
