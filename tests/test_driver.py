@@ -17,8 +17,10 @@ import yaml
 
 from fake_trial import write_fake_trial
 from reidlib.sweep import driver, run_sweep
+from reidlib.analysis import open_local_sweep
 from reidlib.sweep.bridge import wandb_destination, write_missing_runs
 from reidlib.sweep.controller import SweepPaused
+from reidlib.sweep.lease import DriverLease
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
 from wandb_offline import read_run
@@ -316,9 +318,16 @@ def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
 
     result = sweep_env(grid([1e-3]))
     ledger = Ledger(result.directory / "sweep.db")
+    lease = DriverLease(result.directory)  # the driver running it, alive while the analysis runs
+    ledger.worker = lease.token
     ledger.claim_trial(lambda trials: ({"base_lr": 0.5}, None))  # a trial that is still running
     text, errors = _analysis_text(run_analysis(result.directory))
     assert not errors and "1 finished, 1 running" in text and "best run: trial-001" in text
+    # its driver dies: the trial reads as crashed (W&B's state when a run's heartbeat stops)
+    lease.release()
+    [_, gone] = open_local_sweep(result.directory).runs
+    assert (gone.state, gone.exit_reason) == ("crashed", "driver stopped while it ran")
+    assert Ledger(result.directory / "sweep.db").trials()[1].state == "running"  # reading writes nothing
 
 
 def test_bayes_search_uses_the_results(sweep_env):

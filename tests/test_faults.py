@@ -337,7 +337,8 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
 
 
 def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):
-    from reidlib.sweep.driver import SWEEP_STOP_FILE, DriverLease, open_session
+    from reidlib.sweep.driver import SWEEP_STOP_FILE, open_session
+    from reidlib.sweep.lease import DriverLease
 
     spec = write_spec({"method": "grid", "parameters": {"base_lr": [0.001, 0.002]}})
     runs = tmp_path / "runs"

@@ -8,19 +8,22 @@ Both sides name things as ``wandb.Api`` does: ``sweep.runs``, ``sweep.best_run(o
 
 Which value is a run's ``summary['val/mAP']``: the best over its evaluated epochs, as W&B keeps it
 with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``). Only
-finished runs can be the best run: stopped-early and failed ones never win.
+finished runs can be the best run: stopped-early and failed ones never win. A trial the ledger
+still has running whose driver process is gone reads as 'crashed' (W&B's state for a run whose
+heartbeat stopped); the next driver to open the sweep records it so.
 """
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
 
 from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import flat_summary
-from reidlib.sweep.ledger import FINISHED, STOPPED, Ledger, Trial
+from reidlib.sweep.lease import DRIVER_GONE, DriverLease
+from reidlib.sweep.ledger import CRASHED, FINISHED, RUNNING, STOPPED, Ledger, Trial
 from reidlib.sweep.spec import leaves
 
 
@@ -105,9 +108,15 @@ class LocalSweep(SweepReader):
         try:
             info = ledger.sweep()
             self.id, self.name, self.config = info["id"], info["name"], info["spec"]
-            self.runs = [LocalRun(t, self.id) for t in ledger.trials(with_history=True)]
+            trials = ledger.trials(with_history=True)
         finally:
             ledger.close()
+        self.runs = [LocalRun(self._as_seen(t), self.id) for t in trials]
+
+    def _as_seen(self, trial: Trial) -> Trial:
+        if trial.state == RUNNING and not DriverLease.alive(self.directory, trial.worker):
+            return replace(trial, state=CRASHED, exit_reason=DRIVER_GONE)
+        return trial
 
 
 def open_local_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:

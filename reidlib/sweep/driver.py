@@ -15,9 +15,7 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import signal
-import string
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import DEFAULT_PROJECT, TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
 from reidlib.sweep.controller import LocalController
+from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE
 from reidlib.sweep.runner import KernelPool, execute_notebook
@@ -37,54 +36,9 @@ from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parame
 log = logging.getLogger(__name__)
 
 SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
-WORKERS_DIR = "workers"  # in runs/<id>/: one lock file per live driver process
 REPORT_LOCK = ".report.lock"  # in runs/<id>/: drivers that end together write the report one after the other
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "analysis.ipynb"  # the repo's
-
-
-def new_sweep_id() -> str:
-    """Eight lowercase letters and digits, like a W&B sweep id."""
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(8))
-
-
-class DriverLease:
-    """This driver process's mark on the trials it claims: it holds an exclusive lock on
-    ``runs/<id>/workers/<token>.lock`` (the OS lets go when the process dies, even by SIGKILL) and the
-    ledger writes the token on its trials. So a driver joining or resuming the sweep leaves another live
-    driver's running trials alone and marks a dead one's crashed."""
-
-    def __init__(self, sweep_dir: Path):
-        self.token = new_sweep_id()
-        self.path = sweep_dir / WORKERS_DIR / f"{self.token}.lock"
-        self.path.parent.mkdir(exist_ok=True)
-        self._file = self.path.open("w")
-        fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-    def release(self) -> None:
-        if not self._file.closed:
-            self.path.unlink(missing_ok=True)
-            self._file.close()
-
-    @staticmethod
-    def alive(sweep_dir: Path, token: str | None) -> bool:
-        """Whether the driver with this token still runs (a second lock on its file fails)."""
-        path = sweep_dir / WORKERS_DIR / f"{token}.lock"
-        if token is None or not path.is_file():
-            return False
-        with path.open() as probe:
-            try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return True
-        # the file stays: removing it here could race a new driver between its open and its lock
-        return False
-
-    @classmethod
-    def any_alive(cls, sweep_dir: Path) -> bool:
-        """Whether some driver still works on this sweep."""
-        return any(cls.alive(sweep_dir, path.stem) for path in (sweep_dir / WORKERS_DIR).glob("*.lock"))
 
 
 @dataclass
@@ -123,7 +77,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
         for trial in ledger.trials():
             # its driver died; the kernel followed it (ipykernel's parent poller)
             if trial.state == RUNNING and not DriverLease.alive(directory, trial.worker):
-                ledger.end_trial(trial.name, CRASHED, trial.summary, "driver stopped while it ran")
+                ledger.end_trial(trial.name, CRASHED, trial.summary, DRIVER_GONE)
     else:
         sweep_id = new_id or new_sweep_id()
         directory = runs_dir / sweep_id
@@ -392,7 +346,7 @@ def stop_sweep(sweep_dir: Path) -> list[str]:
     (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
     ledger = Ledger.open(sweep_dir)
     try:
-        names = [t.name for t in ledger.trials() if t.state == RUNNING]
+        names = [t.name for t in ledger.trials() if t.state == RUNNING and DriverLease.alive(sweep_dir, t.worker)]
     finally:
         ledger.close()
     for name in names:

@@ -59,14 +59,14 @@ class Trial:
     ended: float | None = None
     exit_reason: str | None = None
     retry_of: str | None = None  # the crashed or out-of-memory trial this one runs again
-    worker: str | None = None  # the token of the driver process that claimed it (driver.DriverLease)
+    worker: str | None = None  # the token of the driver process that claimed it (lease.DriverLease)
     history: list[dict] = field(default_factory=list)
 
 
 class Ledger:
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.worker: str | None = None  # the token this driver writes on the trials it claims (driver.DriverLease)
+        self.worker: str | None = None  # the token this driver writes on the trials it claims (lease.DriverLease)
         self._conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
