@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -81,10 +83,13 @@ def _awkward(distmat):
         ("float16 tensor", as_half, as_half.float().numpy()),
         ("integers", as_int, as_int),
         ("near ties", 0.5 + distmat * 1e-7, 0.5 + distmat * 1e-7),
+        ("tiny spread (bin width overflows)", distmat * 1e-306, distmat * 1e-306),
+        ("tiny float32 spread", torch.from_numpy(distmat * 1e-38).float(), (distmat * 1e-38).astype(np.float32)),
+        ("reversed columns (negative strides)", distmat[:, ::-1], distmat[:, ::-1]),
     ]
 
 
-@pytest.mark.parametrize("case", range(7))
+@pytest.mark.parametrize("case", range(10))
 def test_awkward_distances_rank_like_a_stable_sort(case):
     distmat, *ids = _problem(case)
     name, given, seen = _awkward(distmat)[case]
@@ -99,7 +104,7 @@ def test_rows_split_into_chunks_and_few_bins_give_the_same_result(monkeypatch):
     distmat, q_pids, g_pids, q_camids, g_camids = _problem(7, num_q=60, ids=30)
     q_pids[10:25] = 999  # a run of queries with no gallery match: whole chunks without a match
     expected = reference_eval(distmat, q_pids, g_pids, q_camids, g_camids)
-    monkeypatch.setattr(rank, "CHUNK_ELEMENTS", 2 * distmat.shape[1])
+    monkeypatch.setitem(rank.CHUNK_ELEMENTS, "cpu", 2 * distmat.shape[1])
     monkeypatch.setattr(rank, "BINS_PER_ROW", 3)  # most items share a bin with a match
     cmc, mAP, mINP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
     np.testing.assert_allclose(cmc, expected[0], atol=1e-6)
@@ -120,3 +125,26 @@ def test_nan_distance_is_an_error_naming_the_row():
     distmat[4, 9] = np.nan
     with pytest.raises(ValueError, match="distmat: .*NaN.* row 4"):
         evaluate_rank(distmat, *ids)
+
+
+def test_ids_of_any_kind_compare_exactly():
+    """Ids are compared as values: strings work, and ids that differ only past float64's precision differ."""
+    distmat, q_pids, g_pids, q_camids, g_camids = _problem(5)
+    expected = reference_eval(distmat, q_pids, g_pids, q_camids, g_camids)
+    as_strings = evaluate_rank(distmat, [f"p{p}" for p in q_pids], [f"p{p}" for p in g_pids],
+                               q_camids.astype(str), g_camids.astype(str))
+    assert as_strings[1:] == pytest.approx(expected[1:], abs=1e-6)
+    big = 2**62
+    assert evaluate_rank(np.array([[0.1, 0.2]]), [big], [big + 1, big], [0], [1, 1])[1] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"q_pids": np.arange(6)}, "q_pids: expected 5 ids (one per distmat row), got 6"),
+    ({"g_camids": np.zeros(3)}, "g_camids: expected 4 ids (one per distmat column), got 3"),
+    ({"max_rank": 0}, "max_rank: expected a positive integer, got 0"),
+])
+def test_inputs_that_do_not_fit_name_the_argument(kwargs, message):
+    args = {"distmat": np.zeros((5, 4)), "q_pids": np.arange(5), "g_pids": np.arange(4),
+            "q_camids": np.zeros(5), "g_camids": np.ones(4)}
+    with pytest.raises(ValueError, match=re.escape(message)):
+        evaluate_rank(**{**args, **kwargs})
