@@ -1,6 +1,9 @@
 """The cached, batched input path gives what the per-sample PIL transforms give."""
 from __future__ import annotations
 
+import math
+import random
+
 import pytest
 import torch
 from torch.utils.data import DataLoader
@@ -9,7 +12,7 @@ from reidlib.data import make_dataset
 from reidlib.data.build import make_data_loaders
 from reidlib.data.cached import BatchTransform, CachedLoader, decode_images
 from reidlib.data.images import ImageFolderSamples
-from reidlib.data.transforms import make_transforms
+from reidlib.data.transforms import make_transforms, random_erasing
 from reidlib.trial import build_config
 
 
@@ -57,25 +60,62 @@ def test_pad_crop_takes_a_window_of_the_padded_image_at_every_offset(tiny_config
     assert len(offsets) == 25  # every offset of the 5 x 5 range is drawn
 
 
-def test_random_erasing_blanks_one_rectangle_of_two_to_forty_percent(tiny_config):
-    cfg = _config(tiny_config, PROB=0.0, RE_PROB=1.0, PADDING=0)
-    x = torch.rand(500, 3, 64, 32) + 1  # never 0 before erasing
-    out = BatchTransform(cfg, train=True, device=torch.device("cpu")).erase(x.clone())
-    erased = out == 0
+def _upstream_box(h: int, w: int, rng: random.Random):
+    """reid-strong-baseline's RandomErasing (probability 1): the rectangle it erases, or None."""
+    for _ in range(100):
+        target_area = rng.uniform(0.02, 0.4) * h * w
+        aspect_ratio = rng.uniform(0.3, 1 / 0.3)
+        eh, ew = int(round(math.sqrt(target_area * aspect_ratio))), int(round(math.sqrt(target_area / aspect_ratio)))
+        if ew < w and eh < h:
+            return eh, ew
+    return None
+
+
+def _boxes(out: torch.Tensor, fill) -> list[tuple[int, int]]:
+    """Each image's erased rectangle (height, width), checked to be one solid box in every channel."""
+    erased = out == torch.tensor(fill).view(1, 3, 1, 1)
     assert torch.equal(erased[:, 0], erased[:, 1]) and torch.equal(erased[:, 0], erased[:, 2])  # all channels
-    fractions = []
+    boxes = []
     for mask in erased[:, 0]:
         rows, cols = mask.any(1).nonzero().flatten(), mask.any(0).nonzero().flatten()
-        if len(rows) == 0:
-            continue
-        h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
-        assert mask.sum() == h * w and len(rows) == h and len(cols) == w  # one solid rectangle
-        fractions.append(float(mask.sum()) / mask.numel())
-    assert len(fractions) > 450  # RE_PROB 1: nearly every image (a draw that never fits in 10 tries is left)
-    assert 0.015 <= min(fractions) and max(fractions) <= 0.42
-    half = _config(tiny_config, PROB=0.0, RE_PROB=0.5, PADDING=0)
-    share = (BatchTransform(half, train=True, device=torch.device("cpu")).erase(x.clone()) == 0).flatten(1).any(1).float().mean()
-    assert 0.4 < share < 0.6
+        if len(rows):
+            h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+            assert mask.sum() == h * w and len(rows) == h and len(cols) == w  # one solid rectangle
+            boxes.append((h, w))
+    return boxes
+
+
+def test_random_erasing_draws_reid_strong_baselines_rectangles_filled_with_the_pixel_mean(tiny_config):
+    """Size and shape as upstream's loop draws them: area 2-40 %, aspect ratio uniform in [0.3, 1/0.3]
+    (so mostly tall boxes, unlike torchvision's log-uniform), filled with INPUT.PIXEL_MEAN."""
+    cfg = _config(tiny_config, PROB=0.0, RE_PROB=1.0, PADDING=0)
+    n, h, w = 4000, 64, 32
+    generator = torch.Generator().manual_seed(0)
+    out = random_erasing(torch.rand(n, 3, h, w, generator=generator) + 1, 1.0, cfg.INPUT.PIXEL_MEAN,
+                         lambda *shape: torch.rand(shape, generator=generator))
+    ours = _boxes(out, cfg.INPUT.PIXEL_MEAN)
+    rng = random.Random(0)
+    upstream = [box for box in (_upstream_box(h, w, rng) for _ in range(n)) if box]
+    assert len(ours) / n == pytest.approx(len(upstream) / n, abs=0.01)
+    for name, stat in (("area share", lambda b: b[0] * b[1] / (h * w)), ("tall", lambda b: float(b[0] > b[1])),
+                       ("height share", lambda b: b[0] / h)):
+        a, b = torch.tensor([stat(x) for x in ours]), torch.tensor([stat(x) for x in upstream])
+        spread = 4 * math.sqrt(a.var() / len(a) + b.var() / len(b))
+        assert abs(a.mean() - b.mean()) < spread, f"{name}: ours {a.mean():.4f}, upstream {b.mean():.4f}"
+
+
+@pytest.mark.parametrize("path", ["cached", "per-sample"])
+def test_both_input_paths_erase_with_their_probability(tiny_config, path):
+    cfg = _config(tiny_config, PROB=0.0, RE_PROB=0.5, PADDING=0)
+    if path == "cached":
+        images = torch.randint(0, 256, (600, 3, 32, 16), dtype=torch.uint8)
+        out = BatchTransform(cfg, train=True, device=torch.device("cpu"))(images)
+    else:
+        torch.manual_seed(0)
+        eraser = make_transforms(cfg, is_train=True).transforms[-1]
+        out = torch.stack([eraser(torch.rand(3, 32, 16) + 1) for _ in range(600)])
+    share = len(_boxes(out, cfg.INPUT.PIXEL_MEAN)) / len(out)
+    assert 0.43 < share < 0.57
 
 
 def test_loaders_take_the_cache_when_it_fits_and_pil_otherwise(tiny_config):

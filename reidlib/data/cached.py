@@ -6,9 +6,7 @@ they are decoded once (by ``DATALOADER.NUM_WORKERS`` threads) into one ``N x 3 x
 the training device; each batch is indexed out of it and augmented as a whole there. The batch
 augmentations draw from the same distributions as ``transforms.make_transforms``: flip with
 ``INPUT.PROB``; zero padding of ``INPUT.PADDING`` then a random crop back to the input size; ImageNet
-normalisation; random erasing with ``INPUT.RE_PROB`` by torchvision's rule (area 2-40 % of the image,
-log-uniform aspect ratio in [0.3, 1/0.3], up to 10 tries to fit, filled with 0 = the pixel mean after
-normalisation).
+normalisation; random erasing with ``INPUT.RE_PROB`` (``transforms.random_erasing``, the same function).
 """
 from __future__ import annotations
 
@@ -20,8 +18,7 @@ import torch.nn.functional as F
 from torchvision import transforms as T
 
 from reidlib.data.images import ImageFolderSamples
-
-_ERASE_SCALE, _ERASE_RATIO, _ERASE_TRIES = (0.02, 0.4), (0.3, 1 / 0.3), 10
+from reidlib.data.transforms import random_erasing
 
 
 def cache_bytes(num_images: int, size) -> int:
@@ -50,6 +47,7 @@ class BatchTransform:
     def __init__(self, cfg, train: bool, device: torch.device, seed: int = 0):
         i = cfg.INPUT
         self.train, self.flip_prob, self.padding, self.erase_prob = train, i.PROB, i.PADDING, i.RE_PROB
+        self.erase_fill = i.PIXEL_MEAN  # as upstream: the pixel mean's values, written after normalisation
         # normalisation on the 0-255 scale: (x / 255 - mean) / std in two in-place ops
         self.mean = 255 * torch.tensor(i.PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self.std = 255 * torch.tensor(i.PIXEL_STD, device=device).view(1, 3, 1, 1)
@@ -65,7 +63,7 @@ class BatchTransform:
             images = self.flip_pad_crop(images)  # on uint8: a quarter of the bytes to move
         x = images.float().sub_(self.mean).div_(self.std)
         if self.train and self.erase_prob > 0:
-            x = self.erase(x)
+            x = random_erasing(x, self.erase_prob, self.erase_fill, self._rand)
         return x
 
     def flip_pad_crop(self, images: torch.Tensor) -> torch.Tensor:
@@ -85,24 +83,6 @@ class BatchTransform:
             window = padded[i, :, top:top + h, left:left + w]
             out[i] = window.flip(-1) if flip else window
         return out
-
-    def erase(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        area = h * w * (_ERASE_SCALE[0] + (_ERASE_SCALE[1] - _ERASE_SCALE[0]) * self._rand(b, _ERASE_TRIES))
-        log_lo, log_hi = math.log(_ERASE_RATIO[0]), math.log(_ERASE_RATIO[1])
-        aspect = torch.exp(log_lo + (log_hi - log_lo) * self._rand(b, _ERASE_TRIES))
-        eh, ew = torch.sqrt(area * aspect).round().long(), torch.sqrt(area / aspect).round().long()
-        fits = (eh < h) & (ew < w)
-        first = fits.float().argmax(1, keepdim=True)  # the first try that fits, as torchvision takes it
-        eh, ew = eh.gather(1, first).squeeze(1), ew.gather(1, first).squeeze(1)
-        erased = fits.any(1) & (self._rand(b) < self.erase_prob)
-        top = (self._rand(b) * (h - eh + 1)).long()
-        left = (self._rand(b) * (w - ew + 1)).long()
-        ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
-        in_rows = (ys[None] >= top[:, None]) & (ys[None] < (top + eh)[:, None])
-        in_cols = (xs[None] >= left[:, None]) & (xs[None] < (left + ew)[:, None])
-        mask = (in_rows[:, :, None] & in_cols[:, None, :] & erased[:, None, None]).unsqueeze(1)
-        return x.masked_fill_(mask, 0.0)
 
 
 class CachedLoader:
