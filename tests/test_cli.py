@@ -49,3 +49,16 @@ def test_commands_on_local_files_refuse_a_wandb_path_without_asking_wandb(tmp_pa
     proc = cli(command, "lab/reid/abc123", "--runs-dir", str(tmp_path))  # WANDB_MODE unset: no server is asked
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
     assert "lab/reid/abc123: no sweep found" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_driver_process_never_imports_torch(tmp_path):
+    """Trials import torch in their own kernels; the driver checks specs and configs without it
+    (torch alone would add ~500 MB to a driver that runs all night)."""
+    spec = tmp_path / "rerank.yaml"
+    spec.write_text(yaml.safe_dump({"method": "grid", "config_file": "configs/synthetic.yml",
+                                    "parameters": {"base_lr": [0.1], "TEST.RE_RANKING": "yes"}}))
+    code = ("import sys; from reidlib.sweep import cli, driver; import reidlib.analysis; "
+            f"code = cli.main(['validate', {str(spec)!r}]); "
+            "print(code, 'torch' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """Training configuration: YACS defaults (every knob), a YACS file, then type-checked overrides."""
 from __future__ import annotations
 
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from reidlib.config.defaults import _C
 from reidlib.config.overrides import apply_overrides, flat_keys, resolve_key
 from reidlib.errors import ConfigError, read_yaml
 
-__all__ = ["ALIASES", "check_config", "config_diff", "flat_keys", "get_defaults", "load_config", "resolve_key"]
+__all__ = ["ALIASES", "check_config", "check_rerank_parameters", "config_diff", "flat_keys", "get_defaults", "load_config", "resolve_key"]
 
 
 def get_defaults() -> CfgNode:
@@ -117,7 +118,17 @@ def check_config(cfg: CfgNode) -> None:
     if not 0 <= cfg.INPUT.RE_PROB <= 1 or not 0 <= cfg.INPUT.PROB <= 1:
         raise ConfigError("INPUT.RE_PROB" if not 0 <= cfg.INPUT.RE_PROB <= 1 else "INPUT.PROB", "expected a probability in [0, 1]")
     if cfg.TEST.RE_RANKING == "yes":  # else found only at the first evaluation, after training epochs
-        from reidlib.evaluation.rerank import check_parameters
-
         t = cfg.TEST
-        check_parameters(t.RERANK_K1, t.RERANK_K2, t.RERANK_LAMBDA, t.RERANK_MEMORY_MB)
+        check_rerank_parameters(t.RERANK_K1, t.RERANK_K2, t.RERANK_LAMBDA, t.RERANK_MEMORY_MB)
+
+
+def check_rerank_parameters(k1, k2, lambda_value, memory_mb) -> None:
+    """The TEST.RERANK_* values re-ranking can run with (here, not beside re-ranking: checking a
+    config must not import torch into the sweep driver)."""
+    for key, value in (("TEST.RERANK_K1", k1), ("TEST.RERANK_K2", k2)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise ConfigError(key, f"expected an integer >= 1, got {value!r}")
+    if not 0 <= lambda_value <= 1:
+        raise ConfigError("TEST.RERANK_LAMBDA", f"expected a number in [0, 1], got {lambda_value!r}")
+    if not memory_mb > 0:
+        raise ConfigError("TEST.RERANK_MEMORY_MB", f"expected a positive number of MB, got {memory_mb!r}")

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 
 from reidlib.evaluation.rank import evaluate_rank
-from reidlib.evaluation.rerank import re_ranking
+from reidlib.evaluation.rerank import re_ranked_distances, re_ranking
 
 
 def euclidean_distances(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
@@ -24,7 +24,7 @@ def feature_distances(q_feats, g_feats, feat_norm: bool = True, rerank: dict | N
         q_feats = torch.nn.functional.normalize(q_feats, dim=1)
         g_feats = torch.nn.functional.normalize(g_feats, dim=1)
     if rerank is not None:
-        return torch.from_numpy(re_ranking(q_feats, g_feats, **rerank)).to(q_feats.device)
+        return re_ranked_distances(q_feats, g_feats, **rerank)
     return euclidean_distances(q_feats, g_feats)
 
 
@@ -51,6 +51,7 @@ __all__ = [
     "evaluate_features",
     "evaluate_rank",
     "feature_distances",
+    "re_ranked_distances",
     "re_ranking",
     "rerank_options",
 ]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from reidlib.errors import ConfigError
+from reidlib.config import check_rerank_parameters
 
 # Strips of at most this many rows: smaller strips leave more of the matrix to the transpose, and
 # 2048-row matrix products still run at full speed.
@@ -231,18 +231,6 @@ def _blend_jaccard(result: torch.Tensor, v: _SparseRows, original_weight: torch.
         result[start:stop].mul_(original_weight[start:stop, None]).add_(jaccard, alpha=jaccard_weight)
 
 
-def check_parameters(k1, k2, lambda_value, memory_mb) -> None:
-    """The TEST.RERANK_* values re-ranking can run with."""
-    for key, value in (("TEST.RERANK_K1", k1), ("TEST.RERANK_K2", k2)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ConfigError(key, f"expected an integer >= 1, got {value!r}")
-    if not 0 <= lambda_value <= 1:
-        raise ConfigError("TEST.RERANK_LAMBDA", f"expected a number in [0, 1], got {lambda_value!r}")
-    if not memory_mb > 0:
-        raise ConfigError("TEST.RERANK_MEMORY_MB", f"expected a positive number of MB, got {memory_mb!r}")
-
-
-@torch.no_grad()
 def re_ranking(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
                memory_mb: float = 256, device=None) -> np.ndarray:
     """Re-ranked ``query x gallery`` distances (float32): ``(1 - lambda) * Jaccard distance of the
@@ -252,7 +240,14 @@ def re_ranking(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_val
     ``device``: where to compute ('cuda', 'cpu', ...); by default the query features' device.
     ``memory_mb``: the working-memory budget the chunks are sized to.
     """
-    check_parameters(k1, k2, lambda_value, memory_mb)
+    return re_ranked_distances(query_feats, gallery_feats, k1, k2, lambda_value, memory_mb, device).cpu().numpy()
+
+
+@torch.no_grad()
+def re_ranked_distances(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+                        memory_mb: float = 256, device=None) -> torch.Tensor:
+    """``re_ranking``'s distances as a tensor left on the device that computed them."""
+    check_rerank_parameters(k1, k2, lambda_value, memory_mb)
     if device is None:
         device = query_feats.device if isinstance(query_feats, torch.Tensor) else "cpu"
     feats = torch.cat([torch.as_tensor(f).to(device, torch.float32) for f in (query_feats, gallery_feats)])
@@ -269,4 +264,4 @@ def re_ranking(query_feats, gallery_feats, k1: int = 20, k2: int = 6, lambda_val
     if k2 != 1:  # with k2 = 1 the dense code skips the expansion
         v = _query_expansion(v, nearest[:, :k2], budget)
     _blend_jaccard(result, v, lambda_value / row_max[:num_query], 1 - lambda_value, budget)
-    return result.cpu().numpy()
+    return result
