@@ -328,6 +328,7 @@ def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
     [_, gone] = open_local_sweep(result.directory).runs
     assert (gone.state, gone.exit_reason) == ("crashed", "driver stopped while it ran")
     assert Ledger(result.directory / "sweep.db").trials()[1].state == "running"  # reading writes nothing
+    assert driver.stop_sweep(result.directory) == []  # no live trial to wait for
 
 
 def test_bayes_search_uses_the_results(sweep_env):

@@ -336,6 +336,44 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
     assert not alive, [p.cmdline()[:3] for p in alive]
 
 
+def _probe_dead_lease(sweep_dir, token, rounds, results):
+    from reidlib.sweep.lease import DriverLease
+
+    seen_alive = 0
+    for _ in range(rounds):
+        seen_alive += DriverLease.alive(sweep_dir, token)
+        DriverLease.any_alive(sweep_dir)  # meets drivers starting and releasing
+    results.put(("seen alive", seen_alive))
+
+
+def _start_and_release_drivers(sweep_dir, rounds, results):
+    from reidlib.sweep.lease import DriverLease
+
+    for _ in range(rounds):
+        DriverLease(sweep_dir).release()
+    results.put(("started", rounds))
+
+
+def test_lease_probes_running_together_neither_revive_a_dead_driver_nor_block_a_starting_one(tmp_path):
+    """status, stop, reports and joining drivers all probe leases, at any moment, from several processes."""
+    import multiprocessing
+
+    from reidlib.sweep.lease import DriverLease
+
+    dead = DriverLease(tmp_path)
+    dead._file.close()  # its process died: the lock is gone, the file stays
+    results = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_probe_dead_lease, args=(tmp_path, dead.token, 1500, results))
+               for _ in range(3)]
+    workers.append(multiprocessing.Process(target=_start_and_release_drivers, args=(tmp_path, 800, results)))
+    for worker in workers:
+        worker.start()
+    outcomes = sorted(results.get(timeout=120) for _ in workers)  # a probe that raised never reports
+    for worker in workers:
+        worker.join()
+    assert outcomes == [("seen alive", 0)] * 3 + [("started", 800)]
+
+
 def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):
     from reidlib.sweep.driver import SWEEP_STOP_FILE, open_session
     from reidlib.sweep.lease import DriverLease

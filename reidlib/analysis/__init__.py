@@ -109,14 +109,13 @@ class LocalSweep(SweepReader):
             info = ledger.sweep()
             self.id, self.name, self.config = info["id"], info["name"], info["spec"]
             trials = ledger.trials(with_history=True)
+            orphans = {t.name for t in trials if t.state == RUNNING and not DriverLease.alive(directory, t.worker)}
+            if orphans:  # a driver records its trials' ends before it lets go: one that just did is read again
+                trials = ledger.trials(with_history=True)
         finally:
             ledger.close()
-        self.runs = [LocalRun(self._as_seen(t), self.id) for t in trials]
-
-    def _as_seen(self, trial: Trial) -> Trial:
-        if trial.state == RUNNING and not DriverLease.alive(self.directory, trial.worker):
-            return replace(trial, state=CRASHED, exit_reason=DRIVER_GONE)
-        return trial
+        self.runs = [LocalRun(replace(t, state=CRASHED, exit_reason=DRIVER_GONE)
+                              if t.name in orphans and t.state == RUNNING else t, self.id) for t in trials]
 
 
 def open_local_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:

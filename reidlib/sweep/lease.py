@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import secrets
 import string
 from pathlib import Path
@@ -26,8 +27,12 @@ class DriverLease:
         self.token = new_sweep_id()
         self.path = sweep_dir / WORKERS_DIR / f"{self.token}.lock"
         self.path.parent.mkdir(exist_ok=True)
-        self._file = self.path.open("w")
+        # locked under a name no prober looks at, then renamed into place (the lock follows the file):
+        # a probe can never find the file unlocked and take it first
+        unpublished = self.path.with_suffix(".new")
+        self._file = unpublished.open("w")
         fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.replace(unpublished, self.path)
 
     def release(self) -> None:
         if not self._file.closed:
@@ -36,16 +41,20 @@ class DriverLease:
 
     @staticmethod
     def alive(sweep_dir: Path, token: str | None) -> bool:
-        """Whether the driver with this token still runs (a second lock on its file fails)."""
-        path = sweep_dir / WORKERS_DIR / f"{token}.lock"
-        if token is None or not path.is_file():
+        """Whether the driver with this token still runs: a shared lock on its file fails. (Shared, so
+        probes running at the same time never see each other's lock as a live driver.)"""
+        if token is None:
             return False
-        with path.open() as probe:
+        try:
+            probe = (sweep_dir / WORKERS_DIR / f"{token}.lock").open()
+        except FileNotFoundError:  # never made, or released
+            return False
+        with probe:
             try:
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
-        # the file stays: removing it here could race a new driver between its open and its lock
+        # a dead driver's file stays: a few bytes, and removing it would race its own release()
         return False
 
     @classmethod
