@@ -214,9 +214,11 @@ class WandbRecorder:
         import wandb
 
         from reidlib.config import flat_keys
+        from reidlib.sweep.bridge import wandb_destination
 
         w = cfg.WANDB
-        self.run = wandb.init(project=w.PROJECT, entity=w.ENTITY or None, name=w.NAME or None, tags=list(w.TAGS),
+        destination = wandb_destination({}, w.PROJECT or None, w.ENTITY or None)
+        self.run = wandb.init(project=destination["project"], entity=destination["entity"], name=w.NAME or None, tags=list(w.TAGS),
                               config=dict(flat_keys(cfg)), reinit="create_new")
         self.run.define_metric("*", step_metric="epoch")
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS

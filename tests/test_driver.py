@@ -19,6 +19,7 @@ from fake_trial import write_fake_trial
 from reidlib.sweep import driver, run_sweep
 from reidlib.analysis import open_local_sweep
 from reidlib.sweep.bridge import wandb_destination, write_missing_runs
+from reidlib.errors import SweepStateError
 from reidlib.sweep.controller import SweepPaused
 from reidlib.sweep.lease import DriverLease
 from reidlib.sweep.ledger import Ledger
@@ -51,32 +52,31 @@ def test_grid_runs_every_point_once_then_ends(sweep_env):
 
 
 def test_wandb_destination_precedence(monkeypatch):
-    """As given, else the sweep's so far, else the spec's (as ``wandb sweep`` reads a YAML), else the
-    environment, else project 'reid-sweep'."""
+    """Given, else the sweep's recorded one (whole), else as the ``wandb sweep`` CLI: environment,
+    then the spec, then project 'reid-sweep'."""
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     monkeypatch.delenv("WANDB_ENTITY", raising=False)
     spec = {"project": "spec-p", "entity": "spec-e"}
-    recorded = {"project": "ledger-p", "entity": "ledger-e"}
     assert wandb_destination({}) == {"project": "reid-sweep", "entity": None}
+    assert wandb_destination(spec) == spec
     monkeypatch.setenv("WANDB_PROJECT", "env-p")
     monkeypatch.setenv("WANDB_ENTITY", "env-e")
-    assert wandb_destination({}) == {"project": "env-p", "entity": "env-e"}
-    assert wandb_destination(spec) == spec
+    assert wandb_destination(spec) == {"project": "env-p", "entity": "env-e"}
+    recorded = {"project": "ledger-p", "entity": None}  # a recorded default entity stays the default
     assert wandb_destination(spec, recorded=recorded) == recorded
     assert wandb_destination(spec, "given-p", "given-e", recorded) == {"project": "given-p", "entity": "given-e"}
 
 
-def test_runs_go_to_the_spec_project_and_sync_writes_missing_ones_there(sweep_env, tmp_path, monkeypatch):
+def test_the_ledger_keeps_a_sweeps_wandb_project_for_resume_and_sync(sweep_env, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "not-this-one")
-    result = sweep_env(grid([0.1], project="market-bot", entity="lab"), wandb="offline")
+    result = sweep_env(grid([0.1]), wandb="offline", project="market-bot", entity="lab")
     [trial] = result.trials
     [run_file] = (result.directory / "wandb").glob(f"offline-run-*-{trial.name}/run-*.wandb")
     written = read_run(run_file)["run"]
     assert (written.project, written.entity) == ("market-bot", "lab")
-    # W&B missed the trial: sync writes its run from the ledger, to the sweep's project untold
+    # W&B missed the trial: sync, told nothing, writes its run from the ledger to the sweep's project
     run_file.parent.rename(run_file.parent.with_name("lost"))
     ledger = Ledger.open(result.directory)
-    assert ledger.sweep()["wandb"] == {"project": "market-bot", "entity": "lab"}
     ledger.update_trial(trial.name, wandb_id=None)
     ledger.close()
     assert write_missing_runs(result.directory) == [trial.name]
@@ -84,6 +84,12 @@ def test_runs_go_to_the_spec_project_and_sync_writes_missing_ones_there(sweep_en
     rewritten = read_run(run_file)
     assert (rewritten["run"].project, rewritten["run"].entity) == ("market-bot", "lab")
     assert [row["epoch"] for row in rewritten["history"]] == [1, 2, 3]
+    # a resume keeps it; one that asks for another project would split the sweep: one line, nothing run
+    resumed = sweep_env(grid([0.1, 0.2]), wandb="offline", sweep_id=result.sweep_id)
+    assert len(resumed.trials) == 2
+    with pytest.raises(SweepStateError, match="project: sweep .* logs to W&B project 'market-bot'.*sync"):
+        sweep_env(grid([0.1, 0.2, 0.3]), wandb="offline", sweep_id=result.sweep_id, project="elsewhere")
+    assert len(Ledger.open(result.directory).trials()) == 2
 
 
 def test_count_caps_a_random_sweep(sweep_env):

@@ -133,8 +133,9 @@ def test_wandb_failing_costs_no_trial_and_sync_writes_its_runs_from_the_ledger(f
     assert_records_agree(directory)
     [command] = uploads
     assert command[1:4] == ["-m", "wandb", "sync"] and len(command[4:]) == 3
-    assert cli.main(["sync", str(directory)]) == 0  # a second sync writes nothing new
+    assert cli.main(["sync", str(directory), "--project", "moved"]) == 0  # a second sync writes nothing new
     assert len(list((directory / "wandb").glob("offline-run-*"))) == 3
+    assert uploads[1][4:6] == ["--project", "moved"] and len(uploads[1][6:]) == 3  # every run goes there
 
 
 # --- 2. the ledger locked by another process ------------------------------------------------------
@@ -406,6 +407,5 @@ def test_a_ledger_from_before_retries_drivers_and_wandb_destinations_were_record
     ledger = Ledger.open(tmp_path)
     [trial] = ledger.trials()
     assert trial.params == {"base_lr": 0.1} and trial.retry_of is None and trial.worker is None
-    assert ledger.sweep()["wandb"] == {}
-    ledger.record_wandb_destination({"project": "p", "entity": None})
-    assert ledger.sweep()["wandb"] == {"project": "p", "entity": None}
+    assert ledger.sweep()["wandb"] == {"project": "reid-sweep", "entity": None}  # where those sweeps logged
+    assert ledger.record_wandb_destination({"project": "p", "entity": None})["project"] == "reid-sweep"

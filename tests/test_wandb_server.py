@@ -127,3 +127,32 @@ def test_sweep_created_on_the_server_and_trials_run_by_the_agent(fake_wandb, tmp
     assert trials[1].exit_reason == "wandb server" and trials[0].wandb_id == first.id
     _, _, summary = read_trial_notebook(trials[1].notebook)
     assert summary["status"] == "stopped_early"  # stopped through the trial contract, notebook complete
+
+
+def test_one_run_of_several_specs_creates_each_sweep_in_its_own_project(fake_wandb, tmp_path, tiny_config, monkeypatch):
+    """wandb.sweep sets WANDB_PROJECT/WANDB_ENTITY in the process: the next spec must not inherit them."""
+    from reidlib.sweep import cli
+
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    created = []
+
+    def sweep(sweep, entity=None, project=None):  # as wandb.sweep does, it exports what it used
+        created.append((project, entity))
+        monkeypatch.setenv("WANDB_PROJECT", project)
+        if entity:
+            monkeypatch.setenv("WANDB_ENTITY", entity)
+        FakeServer.sweeps[f"sweep{len(created)}"] = sweep
+        return f"sweep{len(created)}"
+
+    monkeypatch.setattr(wandb, "sweep", sweep)
+    monkeypatch.setattr(cli, "_report", lambda directory: None)
+    monkeypatch.chdir(tmp_path)
+    write_fake_trial(tmp_path / "fake.ipynb")
+    specs = []
+    for name, extra in (("first", {"project": "market-bot", "entity": "lab"}), ("second", {})):
+        specs.append(tmp_path / f"{name}.yaml")
+        specs[-1].write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb",
+                                             "method": "grid", "parameters": {"base_lr": [0.1]}, **extra}))
+    assert cli.main(["run", *map(str, specs), "--wandb", "online", "--runs-dir", str(tmp_path / "runs")]) == 0
+    assert created == [("market-bot", "lab"), ("reid-sweep", None)]

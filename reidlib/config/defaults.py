@@ -118,7 +118,7 @@ _C.TEST.RERANK_MEMORY_MB = 256  # ours: re-ranking's working memory (sizes its c
 # ---------------------------------------------------------------------------------------------------
 _C.WANDB = CN()
 _C.WANDB.ENABLE = False  # log a standalone training run to W&B (the sweep driver owns runs when it drives)
-_C.WANDB.PROJECT = "reid-sweep"  # W&B project
+_C.WANDB.PROJECT = ""  # W&B project; '' = $WANDB_PROJECT, else 'reid-sweep' (as sweeps)
 _C.WANDB.ENTITY = ""  # W&B entity (team or user); '' = the default entity
 _C.WANDB.NAME = ""  # run name; '' = W&B's generated name
 _C.WANDB.TAGS = ()  # run tags

@@ -34,13 +34,14 @@ def wandb_mode(requested: str | None = None) -> str:
 
 def wandb_destination(spec_config: dict, project: str | None = None, entity: str | None = None,
                       recorded: dict | None = None) -> dict:
-    """The W&B project and entity of a sweep's runs: as given, else where the sweep's runs went so
-    far (its ledger), else the spec's ``project``/``entity`` (as ``wandb sweep`` reads a sweep YAML),
-    else ``WANDB_PROJECT``/``WANDB_ENTITY``, else project 'reid-sweep' and wandb's default entity."""
-    recorded = recorded or {}
-    return {"project": project or recorded.get("project") or spec_config.get("project")
-            or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
-            "entity": entity or recorded.get("entity") or spec_config.get("entity") or os.environ.get("WANDB_ENTITY")}
+    """The W&B project and entity of a sweep's runs. Given ones win. Then the destination its ledger
+    recorded, whole; for a new sweep, as the ``wandb sweep`` CLI reads them: ``WANDB_PROJECT``/
+    ``WANDB_ENTITY``, then the spec's ``project``/``entity``, then project 'reid-sweep' and wandb's
+    default entity."""
+    if recorded:
+        return {"project": project or recorded["project"], "entity": entity or recorded.get("entity")}
+    return {"project": project or os.environ.get("WANDB_PROJECT") or spec_config.get("project") or DEFAULT_PROJECT,
+            "entity": entity or os.environ.get("WANDB_ENTITY") or spec_config.get("entity")}
 
 
 def _loggable(metrics: dict) -> dict:

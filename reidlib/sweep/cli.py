@@ -54,12 +54,13 @@ def _cmd_run(args) -> int:
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
     specs = [load_spec(path, **_spec_amendments(args)) for path in args.spec]  # all checked before any runs
+    # before any runs: wandb.sweep sets WANDB_PROJECT/WANDB_ENTITY, which would leak into the next spec's
+    destinations = [wandb_destination(spec.search_config, args.project, args.entity) for spec in specs]
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
-    for spec in specs:
+    for spec, destination in zip(specs, destinations):
         if wandb_mode(args.wandb) == "online":  # the W&B server searches; this machine is its first agent
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 
-            destination = wandb_destination(spec.search_config, args.project, args.entity)
             path = create_server_sweep(spec, destination["project"], destination["entity"])
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
             directory = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
@@ -145,7 +146,9 @@ def _cmd_sync(args) -> int:
     runs = sorted((directory / "wandb").glob("offline-run-*"))
     if not runs:
         raise SpecError(args.sweep, "no offline wandb runs to sync")
-    return subprocess.call([sys.executable, "-m", "wandb", "sync", *map(str, runs)])
+    # a project or entity given moves every run of the sweep there, not only the ones written now
+    moved = [arg for key in ("project", "entity") if getattr(args, key) for arg in (f"--{key}", getattr(args, key))]
+    return subprocess.call([sys.executable, "-m", "wandb", "sync", *moved, *map(str, runs)])
 
 
 def _cmd_reindex(args) -> int:
@@ -178,9 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
     run.add_argument("--wandb", choices=("offline", "online", "disabled"),
                      help="W&B mode (default: offline unless a key or WANDB_BASE_URL is configured)")
-    run.add_argument("--project", help="W&B project (default: the sweep's so far, the spec's project, "
-                                       "$WANDB_PROJECT, or reid-sweep)")
-    run.add_argument("--entity", help="W&B entity (default: the sweep's so far, the spec's entity, $WANDB_ENTITY)")
+    run.add_argument("--project", help="W&B project (default: a resumed sweep's; for a new one $WANDB_PROJECT, "
+                                       "the spec's project, or reid-sweep)")
+    run.add_argument("--entity", help="W&B entity (default: a resumed sweep's; for a new one $WANDB_ENTITY, "
+                                      "the spec's entity, or wandb's default)")
     _add_spec_options(run)
     run.set_defaults(func=_cmd_run)
     agent = sub.add_parser("agent", help="run trials of a W&B server sweep on this machine")
@@ -205,9 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--runs-dir")
         command.set_defaults(func=func)
         if name == "sync":
-            command.add_argument("--project", help="W&B project of the runs written from the ledger "
-                                                   "(default: the sweep's)")
-            command.add_argument("--entity", help="W&B entity of the runs written from the ledger (default: the sweep's)")
+            command.add_argument("--project", help="upload all the sweep's runs to this W&B project (default: the sweep's)")
+            command.add_argument("--entity", help="upload all the sweep's runs to this W&B entity (default: the sweep's)")
     reindex = sub.add_parser("reindex", help="rebuild a sweep's ledger from its executed trial notebooks")
     reindex.add_argument("directory", help="runs/<sweep-id>")
     reindex.set_defaults(func=_cmd_reindex)

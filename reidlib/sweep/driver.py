@@ -274,10 +274,16 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     leaderboard with it)."""
     session = open_session(spec, runs_dir, sweep_id, project_dir)
     controller = LocalController(session.spec, count)
-    recorded = session.ledger.sweep()["wandb"]
+    recorded = session.ledger.sweep()["wandb"] or session.ledger.record_wandb_destination(
+        wandb_destination(session.spec.search_config, project, entity))
     destination = wandb_destination(session.spec.search_config, project, entity, recorded)
-    if destination != recorded:
-        session.ledger.record_wandb_destination(destination)
+    for key in ("project", "entity"):
+        if destination[key] != recorded.get(key):
+            session.lease.release()
+            session.ledger.close()
+            raise SweepStateError(key, f"sweep {session.sweep_id} logs to W&B {key} {recorded.get(key)!r} (its "
+                                  f"ledger says so), not {destination[key]!r}: leave {key} out to resume it, or "
+                                  f"upload it there with 'reid-sweep sync {session.sweep_id} --{key} {destination[key]}'")
     options = TrialOptions(wandb_mode(wandb), destination["project"], destination["entity"], time_limit)
     running, stopping, errors = RunningTrials(), threading.Event(), []
     stop_file = session.directory / SWEEP_STOP_FILE

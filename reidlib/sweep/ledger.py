@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator
 from reidlib.errors import SweepStateError
 
 LEDGER_FILE = "sweep.db"
+LEGACY_WANDB_DESTINATION = '{"project": "reid-sweep", "entity": null}'  # before ledgers recorded it
 LOCK_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction before giving up
 # Trial states. 'stopped' = ended early on the driver's request (hyperband, run cap, Ctrl-C).
 RUNNING, FINISHED, STOPPED, FAILED, CRASHED = "running", "finished", "stopped", "failed", "crashed"
@@ -79,6 +80,8 @@ class Ledger:
                 except sqlite3.OperationalError as err:
                     if "duplicate column" not in str(err):  # another driver added it first
                         raise
+                if column == "wandb":  # where those sweeps sent their runs unless told otherwise
+                    self._conn.execute("UPDATE sweep SET wandb = ? WHERE wandb IS NULL", (LEGACY_WANDB_DESTINATION,))
         self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
 
     @classmethod
@@ -137,10 +140,12 @@ class Ledger:
         return {"id": row[0], "name": row[1], "spec": json.loads(row[2]), "created": row[3],
                 "wandb": json.loads(row[4]) if row[4] else {}}
 
-    def record_wandb_destination(self, destination: dict) -> None:
-        """Where the sweep's W&B runs go (project, entity): ``reid-sweep sync`` and resumes use it."""
+    def record_wandb_destination(self, destination: dict) -> dict:
+        """Record where the sweep's W&B runs go (project, entity), unless a driver already did (a W&B
+        sweep lives in one project); returns the recorded one. Resumes and ``reid-sweep sync`` use it."""
         with self._write() as db:
-            db.execute("UPDATE sweep SET wandb = ?", (json.dumps(destination),))
+            db.execute("UPDATE sweep SET wandb = ? WHERE wandb IS NULL", (json.dumps(destination),))
+        return self.sweep()["wandb"]
 
     # --- trials ---
 
