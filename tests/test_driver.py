@@ -291,13 +291,15 @@ def test_driver_notebook_runs_and_resumes_a_sweep(tmp_path, tiny_config):
 def test_reindex_rebuilds_the_ledger_from_the_notebooks(sweep_env):
     from reidlib.sweep.reindex import reindex
 
-    result = sweep_env(grid([1e-3, 1e-2, 1e-1]), extra='assert lr != 1e-2, "boom"')
+    result = sweep_env(grid([1e-3, 1e-2, 1e-1]), extra='assert lr != 1e-2, "boom"', project="market-bot")
     before = {t.name: (t.state, t.params, t.exit_reason, len(t.history), t.summary) for t in result.trials}
     (result.directory / "sweep.db").unlink()
     reindex(result.directory)
+    rebuilt = Ledger(result.directory / "sweep.db")
     after = {t.name: (t.state, t.params, t.exit_reason, len(t.history), t.summary)
-             for t in Ledger(result.directory / "sweep.db").trials(with_history=True)}
+             for t in rebuilt.trials(with_history=True)}
     assert after == before
+    assert rebuilt.sweep()["wandb"]["project"] == "market-bot"
 
 
 def _analysis_text(path) -> tuple[str, list]:

@@ -11,7 +11,7 @@ import nbformat
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, Ledger, state_of
+from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, WANDB_DESTINATION_FILE, Ledger, state_of
 
 SPEC_FILE = "spec.json"  # written beside the ledger when a sweep is created
 _DRIVER_PARAMETERS = ("config_file", "overrides", "output_dir")
@@ -29,7 +29,8 @@ def trial_params(papermill_parameters: dict) -> dict:
 
 
 def reindex(sweep_dir: str | Path) -> Path:
-    """Write ``<sweep_dir>/sweep.db`` anew from ``spec.json`` and ``trials/*.ipynb``; returns its path."""
+    """Write ``<sweep_dir>/sweep.db`` anew from ``spec.json``, ``wandb.json`` and ``trials/*.ipynb``;
+    returns its path."""
     sweep_dir = Path(sweep_dir)
     spec_path = sweep_dir / SPEC_FILE
     if not spec_path.is_file():
@@ -40,6 +41,8 @@ def reindex(sweep_dir: str | Path) -> Path:
         leftover.unlink()
     ledger = Ledger.create(sweep_dir, sweep_dir.name, spec.get("name") or sweep_dir.name, spec, filename=tmp.name)
     try:
+        if (sweep_dir / WANDB_DESTINATION_FILE).is_file():
+            ledger.record_wandb_destination(json.loads((sweep_dir / WANDB_DESTINATION_FILE).read_text()))
         for path in sorted((sweep_dir / "trials").glob("trial-*.ipynb")):
             nb = nbformat.read(path, as_version=4)
             papermill = nb.metadata.get("papermill", {})
