@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -213,12 +214,11 @@ class WandbRecorder:
     def __init__(self, cfg):
         import wandb
 
-        from reidlib.config import flat_keys
-        from reidlib.sweep.bridge import wandb_destination
+        from reidlib.config import DEFAULT_WANDB_PROJECT, flat_keys
 
         w = cfg.WANDB
-        destination = wandb_destination({}, w.PROJECT or None, w.ENTITY or None)
-        self.run = wandb.init(project=destination["project"], entity=destination["entity"], name=w.NAME or None, tags=list(w.TAGS),
+        project = w.PROJECT or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
+        self.run = wandb.init(project=project, entity=w.ENTITY or None,  # None: wandb reads WANDB_ENTITY name=w.NAME or None, tags=list(w.TAGS),
                               config=dict(flat_keys(cfg)), reinit="create_new")
         self.run.define_metric("*", step_metric="epoch")
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS

@@ -2,6 +2,7 @@
 count, workers, hyperband, failures, retries, time limits, stop, resume."""
 from __future__ import annotations
 
+import json
 import math
 
 import os
@@ -84,12 +85,15 @@ def test_the_ledger_keeps_a_sweeps_wandb_project_for_resume_and_sync(sweep_env, 
     rewritten = read_run(run_file)
     assert (rewritten["run"].project, rewritten["run"].entity) == ("market-bot", "lab")
     assert [row["epoch"] for row in rewritten["history"]] == [1, 2, 3]
-    # a resume keeps it; one that asks for another project would split the sweep: one line, nothing run
+    # a resume keeps it (and restores the copy reindex reads); one that asks for another project
+    # would split the sweep: one line, nothing run, the sweep let go
+    (result.directory / "wandb.json").unlink()
     resumed = sweep_env(grid([0.1, 0.2]), wandb="offline", sweep_id=result.sweep_id)
     assert len(resumed.trials) == 2
+    assert json.loads((result.directory / "wandb.json").read_text()) == {"project": "market-bot", "entity": "lab"}
     with pytest.raises(SweepStateError, match="project: sweep .* logs to W&B project 'market-bot'.*sync"):
         sweep_env(grid([0.1, 0.2, 0.3]), wandb="offline", sweep_id=result.sweep_id, project="elsewhere")
-    assert len(Ledger.open(result.directory).trials()) == 2
+    assert len(Ledger.open(result.directory).trials()) == 2 and not DriverLease.any_alive(result.directory)
 
 
 def test_count_caps_a_random_sweep(sweep_env):
@@ -337,6 +341,26 @@ def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
     assert (gone.state, gone.exit_reason) == ("crashed", "driver stopped while it ran")
     assert Ledger(result.directory / "sweep.db").trials()[1].state == "running"  # reading writes nothing
     assert driver.stop_sweep(result.directory) == []  # no live trial to wait for
+
+
+def test_a_trial_whose_driver_ends_it_while_the_reader_looks_is_not_called_crashed(sweep_env, monkeypatch):
+    """A driver records its trial's end, then lets go of its lease: a reader between the two reads again."""
+    import reidlib.analysis as analysis
+
+    result = sweep_env(grid([1e-3]))
+    ledger = Ledger(result.directory / "sweep.db")
+    lease = DriverLease(result.directory)
+    ledger.worker = lease.token
+    trial = ledger.claim_trial(lambda trials: ({"base_lr": 0.5}, None))
+
+    def driver_finishes_first(sweep_dir, token):
+        ledger.end_trial(trial.name, "finished", {"status": "finished"})
+        lease.release()
+        return False
+
+    monkeypatch.setattr(analysis.DriverLease, "alive", staticmethod(driver_finishes_first))
+    states = {run.name: run.state for run in open_local_sweep(result.directory).runs}
+    assert states[trial.name] == "finished"
 
 
 def test_bayes_search_uses_the_results(sweep_env):

@@ -5,6 +5,8 @@ offline runs and the executed notebooks agree, and that no kernel or other proce
 from __future__ import annotations
 
 import errno
+import fcntl
+import json
 import logging
 import os
 import secrets
@@ -373,6 +375,53 @@ def test_lease_probes_running_together_neither_revive_a_dead_driver_nor_block_a_
     for worker in workers:
         worker.join()
     assert outcomes == [("seen alive", 0)] * 3 + [("started", 800)]
+
+
+def test_a_new_lease_file_is_locked_before_any_probe_can_see_it(tmp_path, monkeypatch):
+    from reidlib.sweep import lease
+
+    seen = []
+    replace = os.replace
+
+    def probe_then_replace(source, target):  # the moment before the file is published
+        with open(source) as probe:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_SH | fcntl.LOCK_NB)
+                seen.append("unlocked")
+            except BlockingIOError:
+                seen.append("locked")
+        replace(source, target)
+
+    monkeypatch.setattr(lease.os, "replace", probe_then_replace)
+    held = lease.DriverLease(tmp_path)
+    assert seen == ["locked"] and lease.DriverLease.alive(tmp_path, held.token)
+    held.release()
+    assert not lease.DriverLease.alive(tmp_path, held.token)
+
+
+def _save_destinations(sweep_dir, rounds, results):
+    from reidlib.sweep import reindex
+
+    warnings = []
+    reindex.log.warning = lambda *args: warnings.append(args)  # a failed write is only a warning
+    for i in range(rounds):
+        reindex.save_wandb_destination(sweep_dir, {"project": f"p{i % 2}", "entity": None})
+    results.put(len(warnings))
+
+
+def test_drivers_saving_the_wandb_destination_together_never_fail(tmp_path):
+    import multiprocessing
+
+    results = multiprocessing.Queue()
+    writers = [multiprocessing.Process(target=_save_destinations, args=(tmp_path, 300, results)) for _ in range(2)]
+    for writer in writers:
+        writer.start()
+    assert [results.get(timeout=60) for _ in writers] == [0, 0]
+    for writer in writers:
+        writer.join()
+        assert writer.exitcode == 0
+    assert json.loads((tmp_path / "wandb.json").read_text())["project"] in ("p0", "p1")
+    assert [p.name for p in tmp_path.iterdir()] == ["wandb.json"]  # no partial copy left
 
 
 def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):

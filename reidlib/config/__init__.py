@@ -9,11 +9,11 @@ import yaml
 from yacs.config import CfgNode
 
 from reidlib.config.aliases import ALIASES
-from reidlib.config.defaults import _C
+from reidlib.config.defaults import DEFAULT_WANDB_PROJECT, _C
 from reidlib.config.overrides import apply_overrides, flat_keys, resolve_key
 from reidlib.errors import ConfigError, read_yaml
 
-__all__ = ["ALIASES", "check_config", "check_rerank_parameters", "config_diff", "flat_keys", "get_defaults", "load_config", "resolve_key"]
+__all__ = ["ALIASES", "DEFAULT_WANDB_PROJECT", "check_config", "check_rerank_parameters", "config_diff", "flat_keys", "get_defaults", "load_config", "resolve_key"]
 
 
 def get_defaults() -> CfgNode:

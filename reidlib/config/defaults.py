@@ -5,6 +5,8 @@ marked "ours". Overrides are type-checked against these defaults (see ``reidlib.
 """
 from yacs.config import CfgNode as CN
 
+DEFAULT_WANDB_PROJECT = "reid-sweep"  # where runs go when neither a config, a flag nor WANDB_PROJECT says
+
 _C = CN()
 
 # ---------------------------------------------------------------------------------------------------
@@ -118,7 +120,7 @@ _C.TEST.RERANK_MEMORY_MB = 256  # ours: re-ranking's working memory (sizes its c
 # ---------------------------------------------------------------------------------------------------
 _C.WANDB = CN()
 _C.WANDB.ENABLE = False  # log a standalone training run to W&B (the sweep driver owns runs when it drives)
-_C.WANDB.PROJECT = ""  # W&B project; '' = $WANDB_PROJECT, else 'reid-sweep' (as sweeps)
+_C.WANDB.PROJECT = ""  # W&B project; '' = $WANDB_PROJECT, else DEFAULT_WANDB_PROJECT (as sweeps)
 _C.WANDB.ENTITY = ""  # W&B entity (team or user); '' = the default entity
 _C.WANDB.NAME = ""  # run name; '' = W&B's generated name
 _C.WANDB.TAGS = ()  # run tags

@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from reidlib import trial as contract
+from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.errors import ReidSweepError, SweepStateError
 from reidlib.sweep.ledger import RUNNING, Ledger, Trial
 
 log = logging.getLogger(__name__)
-DEFAULT_PROJECT = "reid-sweep"
 
 
 def wandb_mode(requested: str | None = None) -> str:
@@ -40,7 +40,7 @@ def wandb_destination(spec_config: dict, project: str | None = None, entity: str
     default entity."""
     if recorded:
         return {"project": project or recorded["project"], "entity": entity or recorded.get("entity")}
-    return {"project": project or os.environ.get("WANDB_PROJECT") or spec_config.get("project") or DEFAULT_PROJECT,
+    return {"project": project or os.environ.get("WANDB_PROJECT") or spec_config.get("project") or DEFAULT_WANDB_PROJECT,
             "entity": entity or os.environ.get("WANDB_ENTITY") or spec_config.get("entity")}
 
 

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.bridge import DEFAULT_PROJECT, TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
+from reidlib.config import DEFAULT_WANDB_PROJECT
+from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
 from reidlib.sweep.controller import LocalController
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
-from reidlib.sweep.reindex import SPEC_FILE
+from reidlib.sweep.reindex import SPEC_FILE, save_wandb_destination
 from reidlib.sweep.runner import KernelPool, execute_notebook
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
@@ -167,7 +168,7 @@ class TrialOptions:
     """How a sweep's trials run; one per sweep (its W&B outage is the sweep's)."""
 
     wandb_mode: str = "offline"
-    project: str = DEFAULT_PROJECT
+    project: str = DEFAULT_WANDB_PROJECT
     entity: str | None = None
     time_limit: float | None = None  # seconds of wall clock; then stop, and kill after a grace period
     wandb_outage: WandbOutage = field(default_factory=WandbOutage)
@@ -261,6 +262,21 @@ class SweepResult:
     trials: list[Trial]
 
 
+def sweep_wandb_destination(session: SweepSession, project: str | None, entity: str | None) -> dict:
+    """Where this sweep's W&B runs go: the ledger's record (the first driver makes it, from
+    ``wandb_destination``), kept in ``wandb.json`` too for ``reindex``. Asking a resumed sweep for
+    another project or entity is an error: a W&B sweep lives in one project."""
+    recorded = session.ledger.sweep()["wandb"] or session.ledger.record_wandb_destination(
+        wandb_destination(session.spec.search_config, project, entity))
+    save_wandb_destination(session.directory, recorded)
+    for key, asked in (("project", project), ("entity", entity)):
+        if asked and asked != recorded.get(key):
+            raise SweepStateError(key, f"sweep {session.sweep_id} logs to W&B {key} {recorded.get(key)!r} (its "
+                                  f"ledger says so), not {asked!r}: leave {key} out to resume it; "
+                                  f"'reid-sweep sync {session.sweep_id} --{key} {asked}' uploads its runs there")
+    return recorded
+
+
 def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
               runs_dir: str | Path | None = None, wandb: str | None = None, project: str | None = None,
               entity: str | None = None, project_dir: str | Path | None = None, time_limit: float | None = None,
@@ -268,27 +284,22 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
               on_trial_end: Callable[[Path], None] | None = None) -> SweepResult:
     """Run (or resume) a sweep until the controller says it is done.
 
-    ``project``/``entity``: where its W&B runs go; by default the sweep's so far, else the spec's
-    ``project``/``entity``, else ``WANDB_PROJECT``/``WANDB_ENTITY``, else project 'reid-sweep'.
+    ``project``/``entity``: where its W&B runs go (``sweep_wandb_destination``).
     ``on_trial_end(sweep_dir)`` is called after every trial (the driver notebook refreshes its
     leaderboard with it)."""
     session = open_session(spec, runs_dir, sweep_id, project_dir)
-    controller = LocalController(session.spec, count)
-    recorded = session.ledger.sweep()["wandb"] or session.ledger.record_wandb_destination(
-        wandb_destination(session.spec.search_config, project, entity))
-    destination = wandb_destination(session.spec.search_config, project, entity, recorded)
-    for key in ("project", "entity"):
-        if destination[key] != recorded.get(key):
-            session.lease.release()
-            session.ledger.close()
-            raise SweepStateError(key, f"sweep {session.sweep_id} logs to W&B {key} {recorded.get(key)!r} (its "
-                                  f"ledger says so), not {destination[key]!r}: leave {key} out to resume it, or "
-                                  f"upload it there with 'reid-sweep sync {session.sweep_id} --{key} {destination[key]}'")
-    options = TrialOptions(wandb_mode(wandb), destination["project"], destination["entity"], time_limit)
+    try:
+        controller = LocalController(session.spec, count)
+        destination = sweep_wandb_destination(session, project, entity)
+        options = TrialOptions(wandb_mode(wandb), destination["project"], destination["entity"], time_limit)
+        bar = tqdm(total=controller.limit, desc=f"sweep {session.sweep_id}", unit="trial", disable=not progress,
+                   initial=sum(t.state != RUNNING and not t.retry_of for t in session.ledger.trials()))
+    except BaseException:  # nothing ran: let go of the sweep (a notebook keeps this process alive)
+        session.lease.release()
+        session.ledger.close()
+        raise
     running, stopping, errors = RunningTrials(), threading.Event(), []
     stop_file = session.directory / SWEEP_STOP_FILE
-    bar = tqdm(total=controller.limit, initial=sum(t.state != RUNNING and not t.retry_of for t in session.ledger.trials()),
-               desc=f"sweep {session.sweep_id}", unit="trial", disable=not progress)
 
     def choose(trials):
         return None if stopping.is_set() or stop_file.exists() else controller.next_trial(trials)

@@ -9,7 +9,6 @@ disk full) is rolled back and raised as one line naming the file.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import threading
 import time
@@ -21,7 +20,6 @@ from typing import Any, Callable, Iterator
 from reidlib.errors import SweepStateError
 
 LEDGER_FILE = "sweep.db"
-WANDB_DESTINATION_FILE = "wandb.json"  # beside the ledger: the recorded W&B destination, for reindex
 LEGACY_WANDB_DESTINATION = '{"project": "reid-sweep", "entity": null}'  # before ledgers recorded it
 LOCK_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction before giving up
 # Trial states. 'stopped' = ended early on the driver's request (hyperband, run cap, Ctrl-C).
@@ -144,16 +142,10 @@ class Ledger:
 
     def record_wandb_destination(self, destination: dict) -> dict:
         """Record where the sweep's W&B runs go (project, entity), unless a driver already did (a W&B
-        sweep lives in one project); returns the recorded one. Resumes and ``reid-sweep sync`` use it,
-        and ``reindex`` finds it again in ``wandb.json`` beside the ledger."""
+        sweep lives in one project); returns the recorded one. Resumes and ``reid-sweep sync`` use it."""
         with self._write() as db:
             db.execute("UPDATE sweep SET wandb = ? WHERE wandb IS NULL", (json.dumps(destination),))
-        recorded = self.sweep()["wandb"]
-        copy = self.path.parent / WANDB_DESTINATION_FILE
-        partial = copy.with_suffix(".json.partial")
-        partial.write_text(json.dumps(recorded))
-        os.replace(partial, copy)
-        return recorded
+        return self.sweep()["wandb"]
 
     # --- trials ---
 

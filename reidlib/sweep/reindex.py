@@ -3,7 +3,9 @@ of truth (papermill recorded their parameters and times, scrapbook their config,
 from __future__ import annotations
 
 import json
+import logging
 import os
+import tempfile
 from datetime import datetime
 from pathlib import Path
 
@@ -11,10 +13,39 @@ import nbformat
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, WANDB_DESTINATION_FILE, Ledger, state_of
+from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, Ledger, state_of
 
+log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"  # written beside the ledger when a sweep is created
+WANDB_FILE = "wandb.json"  # beside the ledger: its W&B destination, kept by every driver
 _DRIVER_PARAMETERS = ("config_file", "overrides", "output_dir")
+
+
+def save_wandb_destination(sweep_dir: Path, destination: dict) -> None:
+    """Keep a copy of the ledger's W&B destination beside it, for ``reindex``. A copy that cannot be
+    written (a full disk) is a warning: the ledger holds the destination."""
+    path = sweep_dir / WANDB_FILE
+    text = json.dumps(destination)
+    try:
+        if path.is_file() and path.read_text() == text:
+            return
+        handle, partial = tempfile.mkstemp(dir=sweep_dir, prefix=f".{WANDB_FILE}.")  # its own: drivers race here
+        try:
+            with os.fdopen(handle, "w") as out:
+                out.write(text)
+            os.replace(partial, path)
+        except BaseException:
+            Path(partial).unlink(missing_ok=True)
+            raise
+    except OSError as err:
+        log.warning("could not write %s (%s); the ledger still records the W&B destination", path, err)
+
+
+def _saved_wandb_destination(sweep_dir: Path) -> dict | None:
+    try:
+        return json.loads((sweep_dir / WANDB_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _timestamp(value: str | None) -> float | None:
@@ -41,8 +72,8 @@ def reindex(sweep_dir: str | Path) -> Path:
         leftover.unlink()
     ledger = Ledger.create(sweep_dir, sweep_dir.name, spec.get("name") or sweep_dir.name, spec, filename=tmp.name)
     try:
-        if (sweep_dir / WANDB_DESTINATION_FILE).is_file():
-            ledger.record_wandb_destination(json.loads((sweep_dir / WANDB_DESTINATION_FILE).read_text()))
+        if destination := _saved_wandb_destination(sweep_dir):
+            ledger.record_wandb_destination(destination)
         for path in sorted((sweep_dir / "trials").glob("trial-*.ipynb")):
             nb = nbformat.read(path, as_version=4)
             papermill = nb.metadata.get("papermill", {})

@@ -21,6 +21,7 @@ from pathlib import Path
 from reidlib.errors import SpecError
 from reidlib.sweep.bridge import configure_run
 from reidlib.sweep.driver import RunningTrials, SweepSession, TrialOptions, open_session, run_trial, worker_environments
+from reidlib.sweep.reindex import save_wandb_destination
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, Spec, normalise
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def run_agent(sweep_path: str, count: int | None = None, runs_dir: str | Path | 
     existing = (runs_dir / sweep_id / "sweep.db").is_file()
     session = open_session(spec, runs_dir, sweep_id if existing else None, project_dir, new_id=sweep_id)
     if project:  # this machine's copy of the sweep records where its runs are
-        session.ledger.record_wandb_destination({"project": project, "entity": entity})
+        save_wandb_destination(session.directory, session.ledger.record_wandb_destination(
+            {"project": project, "entity": entity}))
     options = TrialOptions(wandb_mode="online", project=project, entity=entity, time_limit=time_limit)
     running = RunningTrials()
     [env] = worker_environments(1, [gpu] if gpu else None)
