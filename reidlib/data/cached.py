@@ -47,9 +47,10 @@ class BatchTransform:
     def __init__(self, cfg, train: bool, device: torch.device, seed: int = 0):
         i = cfg.INPUT
         self.train, self.flip_prob, self.padding, self.erase_prob = train, i.PROB, i.PADDING, i.RE_PROB
-        self.erase_fill = i.PIXEL_MEAN  # as upstream: the pixel mean's values, written after normalisation
+        # as upstream, erasing writes the pixel mean's values after normalisation (made here once, on the device)
+        self.erase_fill = torch.tensor(i.PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         # normalisation on the 0-255 scale: (x / 255 - mean) / std in two in-place ops
-        self.mean = 255 * torch.tensor(i.PIXEL_MEAN, device=device).view(1, 3, 1, 1)
+        self.mean = 255 * self.erase_fill
         self.std = 255 * torch.tensor(i.PIXEL_STD, device=device).view(1, 3, 1, 1)
         # distinct seeds: on the CPU equal seeds would give the erasing draws the crop draws' numbers
         self.generator = torch.Generator(device=device).manual_seed(seed + 1)

@@ -37,14 +37,12 @@ def _as_distances(distmat) -> torch.Tensor:
     return distmat.contiguous()
 
 
-def _codes(named: dict, lengths: dict, device) -> list[torch.Tensor]:
-    """Ids of any kind (ints, strings, ...) as int64 codes on ``device``, equal exactly where the ids
-    are; each checked to have its length (one per distmat row or column)."""
-    for name, values in named.items():
-        if len(values) != lengths[name]:
-            raise ValueError(f"{name}: expected {lengths[name]} ids (one per distmat "
-                             f"{'row' if name.startswith('q') else 'column'}), got {len(values)}")
-    values = list(named.values())
+def _codes(names: tuple[str, str], values: tuple, shape, device) -> list[torch.Tensor]:
+    """Query and gallery ids of any kind (ints, strings, ...) as int64 codes on ``device``, equal
+    exactly where the ids are; checked to number one per distmat row and column."""
+    for name, ids, length, axis in zip(names, values, shape, ("row", "column")):
+        if len(ids) != length:
+            raise ValueError(f"{name}: expected {length} ids (one per distmat {axis}), got {len(ids)}")
     if all(isinstance(v, torch.Tensor) for v in values):
         _, codes = torch.unique(torch.cat([v.reshape(-1).to(device) for v in values]), return_inverse=True)
     else:
@@ -126,9 +124,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     if max_rank < 1:
         raise ValueError(f"max_rank: expected a positive integer, got {max_rank}")
     max_rank = min(max_rank, num_g)
-    lengths = {"q_pids": num_q, "g_pids": num_g, "q_camids": num_q, "g_camids": num_g}
-    q_pids, g_pids = _codes({"q_pids": q_pids, "g_pids": g_pids}, lengths, device)
-    q_camids, g_camids = _codes({"q_camids": q_camids, "g_camids": g_camids}, lengths, device)
+    q_pids, g_pids = _codes(("q_pids", "g_pids"), (q_pids, g_pids), distmat.shape, device)
+    q_camids, g_camids = _codes(("q_camids", "g_camids"), (q_camids, g_camids), distmat.shape, device)
     # every (query, gallery item) pair with the same id, grouped by query
     by_pid = torch.argsort(g_pids, stable=True)
     sorted_pids = g_pids[by_pid]
