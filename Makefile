@@ -14,7 +14,7 @@ $(INSTALLED): pyproject.toml
 	touch $(INSTALLED)
 
 demo: $(INSTALLED)
-	$(VENV)/bin/reid-sweep run sweeps/demo.yaml
+	$(VENV)/bin/reid-sweep run sweeps/demo.yaml --finalize
 
 # The HTML report's test opens it in Debian's headless Chromium (about 20 s to install, as root).
 BROWSER_DRIVER := /usr/bin/chromedriver

@@ -47,18 +47,40 @@ def plot_history(history: Iterable[Mapping], title: str = ""):
 
 
 def summary_table(summary: Mapping) -> pd.DataFrame:
-    """A trial summary as one column: status, costs, then best, last and untrained metrics."""
+    """A trial summary as one column: status, costs, then best, last and untrained metrics, and the test set's."""
     rows = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
     for group in ("best", "last", "initial"):
         rows.update({f"{group} {k}": v for k, v in (summary.get(group) or {}).items()})
+    rows.update(summary.get("test") or {})
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
 
+EVALUATIONS = {"best": "val: best epoch", "last": "val: last evaluation", "initial": "val: untrained",
+               "test": "test: final weights, once"}
+
+
 def evaluation_table(summary: Mapping) -> pd.DataFrame:
-    """mAP, mINP and rank-k of the best epoch, the last evaluation and the untrained model."""
-    columns = {group: summary.get(group) or {} for group in ("best", "last", "initial")}
-    frame = pd.DataFrame(columns).rename(columns={"initial": "untrained"})
-    return frame.loc[[k for k in ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10") if k in frame.index]].round(4)
+    """mAP, mINP and rank-k: the validation split's at the best epoch, at the last evaluation and
+    untrained, then the test set's (query/gallery, evaluated once at the end)."""
+    columns = {label: {key.split("/", 1)[1]: value for key, value in (summary.get(group) or {}).items()}
+               for group, label in EVALUATIONS.items()}
+    frame = pd.DataFrame(columns)
+    return frame.loc[[k for k in ("mAP", "mINP", "rank1", "rank5", "rank10") if k in frame.index]].round(4)
+
+
+def selection_note(summary: Mapping):
+    """What ``val/*`` measured, in words; a run without a validation split says that choosing on its
+    ``val/*`` is choosing on the test set."""
+    from IPython.display import Markdown
+
+    held_out = summary.get("val_ids") or 0
+    if held_out:
+        return Markdown(f"`val/*` is measured on **{held_out} training identities held out** from training "
+                        "(`DATASETS.VAL_IDS`): what a sweep selects on. `test/*` is query/gallery, evaluated once "
+                        "at the end with the final weights, never selected on.")
+    return Markdown("**Selected on the test set:** no training identities are held out (`DATASETS.VAL_IDS` 0), "
+                    "so `val/*` is query/gallery. A configuration chosen on it was chosen on the test set, and its "
+                    "numbers overstate what it does on unseen people.")
 
 
 def plot_cmc(cmc: list[float], max_rank: int = 20):

@@ -6,6 +6,9 @@ Both sides import this module and nothing else of each other.
   ``reidlib.config.ALIASES`` (``None`` = keep the config's value).
 - **Scraps** (JSON): ``config`` (the effective config) before training, one ``epoch/NNNN`` scrap per
   epoch with at least ``EPOCH_KEYS`` (and ``VAL_KEYS`` on evaluation epochs), then one ``summary``.
+- **What the metrics measure**: ``val/*`` is the validation split (training identities held out by
+  ``DATASETS.VAL_IDS``; query/gallery when it is 0), the only thing a search sees; ``test/*``
+  (``TEST_KEYS``) is query/gallery, evaluated once at the end and found only in the ``summary``.
 - **Stop**: a file named ``STOP`` in the trial's output directory; the trial checks it after each
   epoch and ends with status ``stopped_early``.
 """
@@ -26,6 +29,7 @@ SUMMARY = "summary"
 CONFIG = "config"  # the trial's effective config, flattened to dotted keys, glued before training
 EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "train/lr", "time/epoch_s", "gpu/peak_mem_mb")
 VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
+TEST_KEYS = tuple(key.replace("val/", "test/") for key in VAL_KEYS)
 STOP_FILE = "STOP"
 # A driver writes the last epoch it has decided to stop or continue in VERDICT (0 before the trial
 # starts); a trial that finds the file waits for each epoch's verdict, up to VERDICT_WAIT_S.
@@ -252,6 +256,8 @@ def make_summary(result, max_epochs: int) -> dict:
         "best_epoch": best_row["epoch"] if best_row else None,
         "best": best_metrics(result.history),
         "initial": result.initial,
+        "test": result.test,
+        "val_ids": result.val_ids,
         "cmc": result.cmc[:20],
         "last": {k: evaluated[-1][k] for k in VAL_KEYS if k in evaluated[-1]} if evaluated else {},
     }

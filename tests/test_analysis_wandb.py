@@ -77,7 +77,8 @@ def server_run(tmp_path, config_file, name, params, maps, status=None, state=Non
         result = SimpleNamespace(status=status, epochs_run=len(history), wall_time_s=1.5 * len(history),
                                  peak_mem_mb=0.0, checkpoint=f"/srv/runs/abc123/trials/{name}/checkpoint.pth",
                                  error="loss is nan" if status == "diverged" else None, history=history,
-                                 initial={"val/mAP": 0.01}, cmc=[0.5] * 20)
+                                 initial={"val/mAP": 0.01}, cmc=[0.5] * 20, val_ids=2,
+                                 test={"test/mAP": 0.1} if status != "diverged" else {})
         bridge.on_scrap(contract.SUMMARY, contract.make_summary(result, max_epochs=3))
         bridge.close(state, reason=None, notebook=Path(f"/srv/runs/abc123/trials/{name}.ipynb"))
     last_logged = {k: v for row in sdk.logged for k, v in row.items()}

@@ -7,8 +7,10 @@ Both sides name things as ``wandb.Api`` does: ``sweep.runs``, ``sweep.best_run(o
 ``run.notebook_path``, ``run.checkpoint``, ``run.effective_config`` and ``run.exit_reason``.
 
 Which value is a run's ``summary['val/mAP']``: the best over its evaluated epochs, as W&B keeps it
-with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``). Only
-finished runs can be the best run: stopped-early and failed ones never win. A trial the ledger
+with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``). ``val/*`` is
+the validation split (held-out training identities); ``summary['test/mAP']`` is query/gallery, once,
+with the final weights: shown beside, never ranked on. Only finished runs can be the best run:
+stopped-early and failed ones never win. A trial the ledger
 still has running whose driver process is gone reads as 'crashed' (W&B's state for a run whose
 heartbeat stopped); the next driver to open the sweep records it so.
 """
@@ -22,9 +24,14 @@ import pandas as pd
 
 from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import flat_summary
+from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease
 from reidlib.sweep.ledger import CRASHED, FINISHED, RUNNING, STOPPED, Ledger, Trial
 from reidlib.sweep.spec import leaves
+
+TEST_METRIC = "test/mAP"
+SELECTED_ON_TEST = ("selected on the test set: no training identities were held out (DATASETS.VAL_IDS 0), so val/* "
+                    "is query/gallery and the best run's numbers overstate what it does on unseen people")
 
 
 @dataclass
@@ -148,7 +155,8 @@ def leaderboard(sweep: SweepReader) -> pd.DataFrame:
     for run in sweep.runs:
         s = run.summary
         rows.append({"trial": run.name, "state": run.state, **run.config,
-                     name: s.get(name), "val/rank1": s.get("val/rank1"), "epochs": s.get("epochs_run"),
+                     name: s.get(name), "val/rank1": s.get("val/rank1"), TEST_METRIC: s.get(TEST_METRIC),
+                     "epochs": s.get("epochs_run"),
                      "wall_s": round(s["wall_time_s"], 1) if "wall_time_s" in s else None,
                      "reason": run.exit_reason or ""})
     frame = pd.DataFrame(rows)
@@ -216,7 +224,8 @@ def trial_links(sweep: SweepReader):
         mark = " (best)" if best and trial_name == best.name else ""
         rows.append(f"<tr><td>{html.escape(trial_name)}{mark}</td><td>{html.escape(row['state'])}</td>"
                     f"<td>{'' if value is None or value != value else f'{value:.4f}'}</td><td>{link}</td></tr>")
-    return HTML(f"<table><tr><th>trial</th><th>state</th><th>{html.escape(name)}</th><th>notebook</th></tr>"
+    warning = f"<p><strong>{html.escape(SELECTED_ON_TEST)}</strong></p>" if selected_on_test(sweep) else ""
+    return HTML(f"{warning}<table><tr><th>trial</th><th>state</th><th>{html.escape(name)}</th><th>notebook</th></tr>"
                 f"{''.join(rows)}</table>")
 
 
@@ -331,6 +340,58 @@ def _normal(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def selected_on_test(sweep: SweepReader) -> bool:
+    """Whether the sweep's ``val/*`` was query/gallery: its trials held out no identities."""
+    held_out = [r.summary["val_ids"] for r in sweep.runs if r.summary.get("val_ids") is not None]
+    return bool(held_out) and not any(held_out)
+
+
+def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
+    """Can the validation split be trusted: the selected run's ``val/*`` and ``test/mAP`` (and the
+    finalized model's), Kendall's tau between ``val`` and ``test`` over finished runs, and which run a
+    search on the test set would have picked."""
+    name, _ = sweep.metric
+    best = sweep.best_run()
+    if best is None:
+        return "no finished trial yet"
+    scored = pd.DataFrame([{"trial": r.name, "val": r.summary.get(name), "test": r.summary.get(TEST_METRIC)}
+                           for r in sweep.runs if r.state == FINISHED]).dropna()
+    rows = {"selection": "test set (DATASETS.VAL_IDS 0)" if selected_on_test(sweep)
+            else f"{best.summary.get('val_ids', '?')} held-out training identities",
+            f"selected run (best {name})": best.name, name: best.summary.get(name),
+            f"its {TEST_METRIC}": best.summary.get(TEST_METRIC)}
+    final = read_final(sweep.directory) if isinstance(sweep, LocalSweep) else None
+    if final and final.get("trial") == best.name:
+        rows[f"finalized {TEST_METRIC} (retrained on every training identity)"] = final["test"].get(TEST_METRIC)
+    if len(scored) >= 3:
+        tau = scored["val"].astype(float).corr(scored["test"].astype(float), method="kendall")
+        rows[f"Kendall's tau, {name} vs {TEST_METRIC} ({len(scored)} finished runs)"] = round(float(tau), 3)
+    if len(scored):
+        pick = scored.loc[scored["test"].astype(float).idxmax()]
+        rows["chosen on the test set instead"] = f"{pick['trial']} ({TEST_METRIC} {pick['test']:.4f})"
+    return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+
+
+def final_run(sweep: SweepReader, train: bool = False) -> pd.DataFrame | str:
+    """The sweep's final model (``reid-sweep finalize``): the best run's configuration retrained on
+    every training identity and tested once. ``train`` runs the finalize when there is none yet."""
+    if not isinstance(sweep, LocalSweep):
+        return "finalize runs on the machine that holds the sweep: reid-sweep finalize <sweep id>"
+    best = sweep.best_run()
+    final = read_final(sweep.directory)
+    if best is not None and train and (final is None or final.get("trial") != best.name):
+        final = finalize(sweep.directory, best.name)
+    if final is None:
+        return (f"not finalized yet: 'reid-sweep finalize {sweep.id}' (or finalize = True above) trains the best "
+                "configuration again on every training identity and tests it once")
+    rows = {"trained from": final["trial"], **final["test"], "epochs": final.get("epochs_run"),
+            "notebook": final["notebook"], "checkpoint": final.get("checkpoint")}
+    stale = best is not None and final["trial"] != best.name
+    if stale:
+        rows["note"] = f"the best run is now {best.name}: finalize again"
+    return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+
+
 def overview(sweep: SweepReader) -> str:
     """One paragraph: trials by state, the best run, and what to look at when nothing finished."""
     from collections import Counter
@@ -339,9 +400,13 @@ def overview(sweep: SweepReader) -> str:
     states = Counter(r.state for r in sweep.runs)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no trials yet"
     text = f"sweep {sweep.id} ({sweep.name}): {len(sweep.runs)} trials ({counts}); metric {name} ({goal})"
+    if selected_on_test(sweep):
+        text += f"\n{SELECTED_ON_TEST}"
     best = sweep.best_run()
     if best is not None:
-        return f"{text}\nbest run: {best.name}, {name} {best.summary[name]:.4f}"
+        test = best.summary.get(TEST_METRIC)
+        return f"{text}\nbest run: {best.name}, {name} {best.summary[name]:.4f}" + \
+            (f" ({TEST_METRIC} {test:.4f})" if test is not None else "")
     if states.get("running"):
         return f"{text}\nno trial has finished yet: the sweep is still running"
     reasons = Counter(r.exit_reason or r.state for r in sweep.runs)
@@ -354,8 +419,8 @@ def best_run_table(sweep: SweepReader) -> pd.DataFrame | str:
     best = sweep.best_run()
     if best is None:
         return "no finished trial yet"
-    keys = ("val/mAP", "val/rank1", "val/rank5", "val/mINP", "last/val/mAP", "initial/val/mAP", "epochs_run",
-            "wall_time_s")
+    keys = ("val/mAP", "val/rank1", "val/rank5", "val/mINP", "last/val/mAP", "initial/val/mAP", "val_ids",
+            TEST_METRIC, "test/rank1", "epochs_run", "wall_time_s")
     rows = {**{f"param {k}": v for k, v in best.config.items()}, **{k: best.summary.get(k) for k in keys},
             "notebook": str(best.notebook_path), "checkpoint": str(best.checkpoint)}
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})

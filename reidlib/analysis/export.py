@@ -2,8 +2,11 @@
 
 - ``best/best_config.yaml``: a YACS file that trains the best trial standalone
   (``papermill notebooks/train.ipynb out.ipynb -p config_file runs/<id>/best/best_config.yaml``);
-- ``best/summary.json``: sweep, metric, best trial, its parameters, metrics and paths;
-- ``best/model.pth``: a link to the best trial's checkpoint (never a second copy);
+- ``best/summary.json``: sweep, metric, best trial, its parameters, metrics (``val/*`` it was selected on,
+  its ``test/*``), what it was selected on in words, the finalized model's ``test/*`` once
+  ``reid-sweep finalize`` has run (``final``), and paths;
+- ``best/model.pth``: a link to the finalized model's checkpoint when there is one, else to the best
+  trial's (never a second copy);
 - ``report/index.html``: every trial with its state, parameters and metrics, linked to its
   executed notebook as HTML (inputs hidden), under the analysis notebook's HTML.
 """
@@ -16,7 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from reidlib.analysis import LocalSweep, leaderboard
+from reidlib.analysis import SELECTED_ON_TEST, LocalSweep, leaderboard, selected_on_test
+from reidlib.sweep.finalize import read_final
 
 
 def _nested(flat: dict) -> dict:
@@ -42,15 +46,22 @@ def export_best(sweep: LocalSweep) -> dict[str, Path] | None:
     header = f"# The best trial of sweep {sweep.id} ({best.name}), as it trained: a complete reidlib YACS file.\n"
     paths["config"].write_text(header + yaml.safe_dump(_nested(config), sort_keys=True))
     name, goal = sweep.metric
+    final = read_final(sweep.directory)
+    final = final if final and final.get("trial") == best.name else None
+    held_out = best.summary.get("val_ids")
+    selection = SELECTED_ON_TEST if selected_on_test(sweep) else \
+        f"selected on {name} of {held_out} training identities held out from training (test/* never searched on)"
     paths["summary"].write_text(json.dumps({
-        "sweep": sweep.id, "metric": {"name": name, "goal": goal}, "best_trial": best.name,
-        "parameters": best.config, "metrics": {k: v for k, v in best.summary.items() if k.startswith(("val/", "last/"))},
-        "summary": best.trial.summary, "notebook": str(best.notebook_path), "checkpoint": str(best.checkpoint or ""),
-        "config_file": str(paths["config"]),
+        "sweep": sweep.id, "metric": {"name": name, "goal": goal}, "selection": selection, "best_trial": best.name,
+        "parameters": best.config,
+        "metrics": {k: v for k, v in best.summary.items() if k.startswith(("val/", "last/", "test/"))},
+        "final": final, "summary": best.trial.summary, "notebook": str(best.notebook_path),
+        "checkpoint": str(best.checkpoint or ""), "config_file": str(paths["config"]),
     }, indent=2, default=str))
     paths["model"].unlink(missing_ok=True)
-    if best.checkpoint and best.checkpoint.is_file():
-        os.symlink(os.path.relpath(best.checkpoint.resolve(), out.resolve()), paths["model"])
+    model = Path(final["checkpoint"]) if final and final.get("checkpoint") else best.checkpoint
+    if model and model.is_file():
+        os.symlink(os.path.relpath(model.resolve(), out.resolve()), paths["model"])
     else:
         del paths["model"]
     return paths
@@ -89,6 +100,8 @@ def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
         cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.to_numpy())
         rows.append(f"<tr><td>{link}</td>{cells}</tr>")
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["trial", *board.columns])
+    if selected_on_test(sweep):
+        analysis_link += f"<p><strong>Warning: {html.escape(SELECTED_ON_TEST)}.</strong></p>"
     index = report / "index.html"
     index.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>sweep {html.escape(sweep.id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style>

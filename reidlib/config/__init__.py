@@ -111,6 +111,8 @@ def check_config(cfg: CfgNode) -> None:
                        ("TEST.IMS_PER_BATCH", cfg.TEST.IMS_PER_BATCH)):
         if value < 1:
             raise ConfigError(key, f"expected a positive integer, got {value}")
+    if cfg.DATASETS.VAL_IDS < 0:
+        raise ConfigError("DATASETS.VAL_IDS", f"expected a number of identities >= 0 (0 = no validation split), got {cfg.DATASETS.VAL_IDS}")
     if not s.BASE_LR > 0:
         raise ConfigError("SOLVER.BASE_LR", f"expected a positive number, got {s.BASE_LR}")
     if cfg.MODEL.IF_WITH_CENTER == "yes" and not s.CENTER_LOSS_WEIGHT > 0:

@@ -50,6 +50,12 @@ _C.DATASETS.ROOT_DIR = "./data"  # folder that holds the dataset folders
 _C.DATASETS.TRAIN_FOLDER = "bounding_box_train"  # as forks use: training images folder
 _C.DATASETS.QUERY_FOLDER = "query"  # query images folder
 _C.DATASETS.GALLERY_FOLDER = "bounding_box_test"  # gallery images folder
+# Ours: a validation split carved from the training identities, so that a sweep selects on people the
+# test set never sees. Their images leave training and form a query/gallery pair (one query per
+# identity and camera, the rest gallery; identities seen by one camera only are never drawn): val/*.
+# query/gallery stay the test set: test/*, evaluated once at the end of a run.
+_C.DATASETS.VAL_IDS = 0  # ours: training identities held out for validation; 0 = none (upstream: val/* is query/gallery)
+_C.DATASETS.VAL_SEED = 0  # ours: which identities are held out; the split depends only on the dataset and this seed
 
 # Ours: the generated dataset (DATASETS.NAMES 'synthetic'); made on first use under ROOT_DIR/synthetic
 _C.DATASETS.SYNTHETIC = CN()

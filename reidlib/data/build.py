@@ -2,7 +2,7 @@
 
 Each split takes the cached, batched path (``reidlib.data.cached``) when its decoded images fit what is
 left of ``INPUT.CACHE_BUDGET_MB`` (on a GPU, at most a quarter of its free memory; train first, then
-query, then gallery), and the per-sample PIL path
+the validation split, then query and gallery), and the per-sample PIL path
 (``ImageFolderSamples`` in a torch ``DataLoader`` with ``DATALOADER.NUM_WORKERS`` workers) otherwise."""
 from __future__ import annotations
 
@@ -19,17 +19,34 @@ from reidlib.data.transforms import make_transforms
 from reidlib.devices import resolve_device
 
 
+Loader = DataLoader | CachedLoader
+VAL, TEST = "val", "test"  # the two evaluations: held-out training identities, and query/gallery
+
+
 @dataclass
 class DataLoaders:
     dataset: ImageDataset
-    train: DataLoader | CachedLoader
-    query: DataLoader | CachedLoader
-    gallery: DataLoader | CachedLoader
+    train: Loader
+    query: Loader
+    gallery: Loader
+    val_query: Loader | None = None  # the held-out identities (DATASETS.VAL_IDS > 0), else None
+    val_gallery: Loader | None = None
     cached: list[str] = field(default_factory=list)  # the splits on the cached, batched path
 
     @property
     def num_classes(self) -> int:
         return self.dataset.num_train_pids
+
+    @property
+    def has_val_split(self) -> bool:
+        return self.val_query is not None
+
+    def evaluation_pair(self, split: str) -> tuple[Loader, Loader]:
+        """``(query, gallery)`` of ``split``: 'test' is query/gallery; 'val' is the held-out
+        identities, or query/gallery when none are held out (reid-strong-baseline's validation)."""
+        if split == VAL and self.has_val_split:
+            return self.val_query, self.val_gallery
+        return self.query, self.gallery
 
 
 def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
@@ -43,7 +60,11 @@ def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
         pk_sampler = RandomIdentitySampler(dataset.train, cfg.SOLVER.IMS_PER_BATCH, s.NUM_INSTANCE, seed=cfg.SEED)
     common = {"num_workers": s.NUM_WORKERS, "persistent_workers": s.NUM_WORKERS > 0}
     loaders, cached = {}, []
-    for split, samples in (("train", dataset.train), ("query", dataset.query), ("gallery", dataset.gallery)):
+    splits = [("train", dataset.train), ("val_query", dataset.val_query), ("val_gallery", dataset.val_gallery),
+              ("query", dataset.query), ("gallery", dataset.gallery)]
+    for split, samples in splits:
+        if not samples:  # no validation split
+            continue
         train = split == "train"
         size = cfg.INPUT.SIZE_TRAIN if train else cfg.INPUT.SIZE_TEST
         batch_size = cfg.SOLVER.IMS_PER_BATCH if train else cfg.TEST.IMS_PER_BATCH
@@ -63,4 +84,4 @@ def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
     return DataLoaders(dataset, **loaders, cached=cached)
 
 
-__all__ = ["DataLoaders", "ImageFolderSamples", "make_data_loaders"]
+__all__ = ["TEST", "VAL", "DataLoaders", "ImageFolderSamples", "make_data_loaders"]

@@ -1,5 +1,9 @@
 """A plain PyTorch training loop. It knows nothing of logging or sweeps: after every epoch it hands
-a metrics dict to its callbacks, and any callback may ask it to stop."""
+a metrics dict to its callbacks, and any callback may ask it to stop.
+
+Two evaluations: ``val/*`` every ``SOLVER.EVAL_PERIOD`` epochs on the held-out training identities
+(``DATASETS.VAL_IDS``; query/gallery when none are held out, as upstream), and ``test/*`` on
+query/gallery once, when training ends (finished or stopped early), of the final weights."""
 from __future__ import annotations
 
 import random
@@ -11,6 +15,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from reidlib.data.build import TEST, VAL
 from reidlib.devices import resolve_device
 from reidlib.engine.inference import extract_features
 from reidlib.errors import ConfigError
@@ -38,7 +43,9 @@ class TrainResult:
     peak_mem_mb: float = 0.0
     checkpoint: str | None = None
     error: str | None = None
-    initial: dict = field(default_factory=dict)  # metrics of the untrained model (TEST.EVAL_BEFORE_TRAINING)
+    initial: dict = field(default_factory=dict)  # val/* of the untrained model (TEST.EVAL_BEFORE_TRAINING)
+    test: dict = field(default_factory=dict)  # test/* (query/gallery) of the final weights, once at the end
+    val_ids: int = 0  # identities in the validation split val/* is measured on; 0: val/* is query/gallery
     cmc: list[float] = field(default_factory=list)  # CMC curve of the last evaluation (rank 1..50)
 
     @property
@@ -79,12 +86,12 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     scheduler = make_scheduler(cfg, optimizer)
     checkpoint = Path(cfg.OUTPUT_DIR) / "checkpoint.pth" if cfg.OUTPUT_DIR else None
     first_epoch = load_checkpoint(resume, model, optimizer, scheduler, device, loss_fn, center_optimizer) + 1 if resume else 1
-    result = TrainResult(status=FINISHED)
+    result = TrainResult(status=FINISHED, val_ids=len({pid for _, pid, _ in loaders.dataset.val_query}))
     start = time.perf_counter()
     max_epochs = cfg.SOLVER.MAX_EPOCHS
     try:
         if cfg.TEST.EVAL_BEFORE_TRAINING == "yes" and not resume:
-            result.initial, _ = evaluate(cfg, model, loaders, device)
+            result.initial, _ = evaluate(cfg, model, loaders, device, VAL)
         for epoch in range(first_epoch, max_epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
@@ -121,7 +128,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             if result.status == DIVERGED:
                 metrics["train/loss"] = float("nan")
             elif epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
-                val, cmc = evaluate(cfg, model, loaders, device)
+                val, cmc = evaluate(cfg, model, loaders, device, VAL)
                 metrics.update(val)
                 result.cmc = [float(c) for c in cmc]
             metrics["time/epoch_s"] = time.perf_counter() - epoch_start
@@ -136,6 +143,8 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             if any(stop) and epoch < max_epochs:  # a stop at the last epoch cuts nothing short
                 result.status = STOPPED_EARLY
                 break
+        if result.status != DIVERGED and result.history:
+            result.test = evaluate_test(cfg, model, loaders, device, result.history[-1])
     except torch.cuda.OutOfMemoryError as err:
         result.status, result.error = OOM, str(err).splitlines()[0]
         raise
@@ -150,12 +159,23 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     return result
 
 
-def evaluate(cfg, model, loaders, device):
-    """``(val metrics, CMC curve)`` of ``model`` on the query and gallery sets."""
-    q_feats, q_pids, q_camids = extract_features(model, loaders.query, device)
-    g_feats, g_pids, g_camids = extract_features(model, loaders.gallery, device)
-    return evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
+def evaluate(cfg, model, loaders, device, split: str = VAL):
+    """``(<split>/* metrics, CMC curve)`` of ``model`` on ``split``'s query and gallery
+    (``DataLoaders.evaluation_pair``)."""
+    query, gallery = loaders.evaluation_pair(split)
+    q_feats, q_pids, q_camids = extract_features(model, query, device)
+    g_feats, g_pids, g_camids = extract_features(model, gallery, device)
+    return evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, split=split,
                              feat_norm=cfg.TEST.FEAT_NORM == "yes", rerank=rerank_options(cfg.TEST, device))
+
+
+def evaluate_test(cfg, model, loaders, device, last_epoch: dict) -> dict:
+    """``test/*`` of the final weights. Without a validation split ``val/*`` already is query/gallery:
+    the last epoch's evaluation is reused when it was of these weights."""
+    if not loaders.has_val_split and "val/mAP" in last_epoch:
+        return {f"{TEST}/{key.split('/', 1)[1]}": value for key, value in last_epoch.items() if key.startswith(f"{VAL}/")}
+    return evaluate(cfg, model, loaders, device, TEST)[0]
+
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criterion=None, center_optimizer=None) -> None:

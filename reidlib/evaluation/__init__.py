@@ -36,14 +36,15 @@ def rerank_options(test_cfg, device=None) -> dict | None:
             "memory_mb": test_cfg.RERANK_MEMORY_MB, "device": device}
 
 
-def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids,
-                      feat_norm: bool = True, rerank: dict | None = None) -> tuple[dict, np.ndarray]:
-    """The trial contract's ``val/*`` metrics from query and gallery features, and the CMC curve."""
+def evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, feat_norm: bool = True,
+                      rerank: dict | None = None, split: str = "val") -> tuple[dict, np.ndarray]:
+    """The trial contract's ``<split>/*`` metrics (mAP, mINP, rank-1/5/10) from query and gallery
+    features, and the CMC curve."""
     distmat = feature_distances(q_feats, g_feats, feat_norm, rerank)
     cmc, mAP, mINP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids)
-    metrics = {"val/mAP": mAP, "val/mINP": mINP, "val/rank1": float(cmc[0]),
-               "val/rank5": float(cmc[min(4, len(cmc) - 1)]), "val/rank10": float(cmc[min(9, len(cmc) - 1)])}
-    return metrics, cmc
+    metrics = {"mAP": mAP, "mINP": mINP, "rank1": float(cmc[0]),
+               "rank5": float(cmc[min(4, len(cmc) - 1)]), "rank10": float(cmc[min(9, len(cmc) - 1)])}
+    return {f"{split}/{name}": value for name, value in metrics.items()}, cmc
 
 
 __all__ = [

@@ -52,11 +52,13 @@ def _loggable(metrics: dict) -> dict:
 def flat_summary(summary: dict | None) -> dict:
     """A trial's summary as W&B summary keys: ``val/mAP`` = best over epochs (what
     ``define_metric(summary="max")`` would keep, written as a plain number so W&B's sweep engine and
-    ``best_run`` read it), ``last/val/mAP`` = the last evaluation, plus status and costs."""
+    ``best_run`` read it), ``last/val/mAP`` = the last evaluation, ``test/mAP`` = the test set's, once,
+    plus status and costs."""
     if not summary:
         return {}
-    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "initial", "cmc") and v is not None}
+    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "initial", "test", "cmc") and v is not None}
     flat.update(summary.get("best") or {})
+    flat.update(summary.get("test") or {})
     flat.update({f"last/{k}": v for k, v in (summary.get("last") or {}).items()})
     flat.update({f"initial/{k}": v for k, v in (summary.get("initial") or {}).items()})
     return flat
@@ -177,18 +179,22 @@ def open_wandb_run(mode: str, project: str, entity: str | None, sweep_id: str, t
     if mode == "disabled" or outage.error is not None:
         return None
     try:
-        return _init_run(mode, project, entity, sweep_id, trial, config, directory)
+        return init_run(mode, project, entity, sweep_id, trial.name, config, directory)
     except Exception as err:
         outage.report(err, trial, directory)
         return None
 
 
-def _init_run(mode: str, project: str, entity: str | None, sweep_id: str, trial: Trial, config: dict, directory: Path):
+def init_run(mode: str, project: str, entity: str | None, sweep_id: str, name: str, config: dict, directory: Path,
+             job_type: str = "trial"):
+    """The wandb run ``name`` of a sweep: in the sweep's group, tagged with its id (and ``job_type``
+    when that is not 'trial': the final run is tagged 'final')."""
     import wandb
 
-    run = wandb.init(project=project, entity=entity, group=sweep_id, job_type="trial", name=trial.name,
-                     id=f"{sweep_id}-{trial.name}", config=config, dir=str(directory), mode=mode,
-                     tags=[sweep_id], reinit="create_new",
+    tags = [sweep_id] if job_type == "trial" else [sweep_id, job_type]
+    run = wandb.init(project=project, entity=entity, group=sweep_id, job_type=job_type, name=name,
+                     id=f"{sweep_id}-{name}", config=config, dir=str(directory), mode=mode,
+                     tags=tags, reinit="create_new",
                      settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
     return configure_run(run)
 
@@ -211,7 +217,7 @@ def write_missing_runs(sweep_dir: Path, project: str | None = None, entity: str 
             partial = list((sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}"))
             run = None
             try:
-                run = _init_run("offline", project, entity, sweep_id, trial, trial.params, sweep_dir)
+                run = init_run("offline", project, entity, sweep_id, trial.name, trial.params, sweep_dir)
                 if trial.config:
                     log_config(run, trial.config)
                 for metrics in trial.history:

@@ -12,7 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from reidlib.errors import ReidSweepError, SpecError
+from reidlib.errors import ReidSweepError, SpecError, SweepStateError
 
 EXIT_USER_ERROR = 2
 
@@ -24,7 +24,7 @@ def _spec_amendments(args) -> dict:
 
 
 def _report(sweep_dir: Path) -> None:
-    from reidlib.analysis import hyperband_savings, leaderboard, open_sweep
+    from reidlib.analysis import SELECTED_ON_TEST, hyperband_savings, leaderboard, open_sweep, selected_on_test, selection_check
     from reidlib.sweep.driver import make_report
 
     outputs = make_report(sweep_dir)
@@ -40,6 +40,13 @@ def _report(sweep_dir: Path) -> None:
         versus = f" (untrained features: {untrained:.4f})" if untrained is not None else ""
         print(f"best trial: {best.name}  {name} {best.summary[name]:.4f}{versus}")
         print(f"best trial notebook: {best.notebook_path}")
+        print("how the best was chosen:")
+        print(selection_check(sweep).to_string(header=False))
+        if selected_on_test(sweep):
+            print(f"warning: {SELECTED_ON_TEST}")
+        else:
+            print(f"the final model: 'reid-sweep finalize {sweep.id}' trains {best.name}'s configuration on every "
+                  "training identity and tests it once")
     print(hyperband_savings(sweep))
     print(f"ledger: {sweep_dir / 'sweep.db'}")
     for what, path in outputs.items():
@@ -59,9 +66,12 @@ def _cmd_run(args) -> int:
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
     for spec, destination in zip(specs, destinations):
         if wandb_mode(args.wandb) == "online":  # the W&B server searches; this machine is its first agent
+            from reidlib.sweep.holdout import resolve_holdout
+            from reidlib.sweep.spec import check_against_config
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 
-            path = create_server_sweep(spec, destination["project"], destination["entity"])
+            check_against_config(spec)
+            path = create_server_sweep(resolve_holdout(spec), destination["project"], destination["entity"])
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
             directory = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
                                   time_limit=args.time_limit, gpu=gpus[0] if gpus else None).directory
@@ -74,6 +84,8 @@ def _cmd_run(args) -> int:
             print(f"sweep {directory.name}: this driver is done; other drivers still run {', '.join(others)}; "
                   f"the last to end writes the report (or: reid-sweep report {directory.name})")
             continue
+        if args.finalize:
+            _finalize(directory, args.wandb)
         _report(directory)
     return 0
 
@@ -96,10 +108,12 @@ def _cmd_report(args) -> int:
 
 def _cmd_validate(args) -> int:
     from reidlib.sweep.controller import LocalController
+    from reidlib.sweep.holdout import resolve_holdout
     from reidlib.sweep.spec import check_against_config, check_notebook_parameters, flatten_run_config, leaves, load_spec
 
     spec = load_spec(args.spec, **_spec_amendments(args))
     check_against_config(spec)
+    spec = resolve_holdout(spec)
     if not Path(spec.notebook).is_file():
         raise SpecError("notebook", f"trial notebook not found: {spec.notebook}")
     check_notebook_parameters(spec, Path.cwd())
@@ -115,11 +129,13 @@ def _cmd_validate(args) -> int:
 
 
 def _cmd_status(args) -> int:
-    from reidlib.analysis import leaderboard, open_sweep
+    from reidlib.analysis import SELECTED_ON_TEST, leaderboard, open_sweep, selected_on_test
 
     sweep = open_sweep(args.sweep, args.runs_dir or "runs")
     print(f"sweep {sweep.id} ({sweep.name}): {len(sweep.runs)} trials")
     print(leaderboard(sweep).to_string(max_colwidth=40))
+    if selected_on_test(sweep):
+        print(f"warning: {SELECTED_ON_TEST}")
     best = sweep.best_run()
     if best:
         print(f"best so far: {best.name} {sweep.metric[0]} {best.summary[sweep.metric[0]]:.4f}")
@@ -151,6 +167,31 @@ def _cmd_sync(args) -> int:
     return subprocess.call([sys.executable, "-m", "wandb", "sync", *moved, *map(str, runs)])
 
 
+def _finalize(sweep_dir: Path, wandb: str | None) -> None:
+    from reidlib.analysis import open_local_sweep
+    from reidlib.analysis.export import export_best
+    from reidlib.sweep.finalize import FINAL_DIR, finalize
+
+    sweep = open_local_sweep(sweep_dir)
+    best = sweep.best_run()
+    if best is None:
+        raise SweepStateError(str(sweep_dir), "no finished trial to finalize")
+    final = finalize(sweep.directory, best.name, wandb=wandb)
+    export_best(open_local_sweep(sweep.directory))
+    name, _ = sweep.metric
+    test = ", ".join(f"{k} {v:.4f}" for k, v in final["test"].items())
+    print(f"final: {best.name}'s configuration (selected at {name} {best.summary[name]:.4f}) trained on every "
+          f"training identity: {test}")
+    print(f"final: {sweep.directory / FINAL_DIR} (best/ points at it)")
+
+
+def _cmd_finalize(args) -> int:
+    from reidlib.analysis import open_local_sweep
+
+    _finalize(open_local_sweep(args.sweep, args.runs_dir or "runs").directory, args.wandb)
+    return 0
+
+
 def _cmd_reindex(args) -> int:
     from reidlib.sweep.reindex import reindex
 
@@ -179,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="trials run in parallel (CPU threads are split)")
     run.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU, each kernel sees only its own")
     run.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
+    run.add_argument("--finalize", action="store_true", help="then train the best configuration on every training "
+                                                             "identity and test it once (reid-sweep finalize)")
     run.add_argument("--wandb", choices=("offline", "online", "disabled"),
                      help="W&B mode (default: offline unless a key or WANDB_BASE_URL is configured)")
     run.add_argument("--project", help="W&B project (default: a resumed sweep's; for a new one $WANDB_PROJECT, "
@@ -211,6 +254,13 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sync":
             command.add_argument("--project", help="upload all the sweep's runs to this W&B project (default: the sweep's)")
             command.add_argument("--entity", help="upload all the sweep's runs to this W&B entity (default: the sweep's)")
+    final = sub.add_parser("finalize", help="train the best configuration again on every training identity "
+                                            "(held-out ones back in) and test it once, into runs/<id>/final/")
+    final.add_argument("sweep", help="sweep id or runs/<id> directory")
+    final.add_argument("--runs-dir")
+    final.add_argument("--wandb", choices=("offline", "online", "disabled"),
+                       help="W&B mode of the final run (default: offline unless a key or WANDB_BASE_URL is configured)")
+    final.set_defaults(func=_cmd_finalize)
     reindex = sub.add_parser("reindex", help="rebuild a sweep's ledger from its executed trial notebooks")
     reindex.add_argument("directory", help="runs/<sweep-id>")
     reindex.set_defaults(func=_cmd_reindex)

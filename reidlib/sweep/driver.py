@@ -28,6 +28,7 @@ from reidlib.errors import SweepStateError
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
 from reidlib.sweep.controller import LocalController
+from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE, save_wandb_destination
@@ -63,6 +64,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     """
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     check_against_config(spec)
+    spec = resolve_holdout(spec)
     project_dir = Path(project_dir or Path.cwd()).resolve()
     runs_dir = Path(runs_dir or spec.runs_dir or project_dir / "runs").resolve()
     if not (project_dir / spec.notebook).is_file():
@@ -109,14 +111,20 @@ def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
 
 
 def trial_parameters(session: SweepSession, trial: Trial) -> dict:
-    """The papermill parameters of a trial: sweep defaults, then the controller's choice (which,
-    from a W&B server, carries the sweep's ``config_file`` as a constant)."""
-    chosen = dict(trial.params)
-    config_file = chosen.pop("config_file", session.spec.config_file)
-    params, overrides = flatten_run_config({**session.spec.defaults, **chosen})
-    overrides["WANDB.ENABLE"] = False  # the driver owns this trial's W&B run: one owner per run
-    return {**params, "config_file": config_file, "overrides": overrides,
-            "output_dir": str(session.directory / "trials" / trial.name)}
+    """The papermill parameters of a trial of the session's sweep."""
+    return notebook_parameters(session.spec, trial.params, session.directory / "trials" / trial.name)
+
+
+def notebook_parameters(spec: Spec, chosen: dict, output_dir: Path, overrides: dict | None = None) -> dict:
+    """The papermill parameters of a run of the spec's notebook: sweep defaults, then the ``chosen``
+    parameters (which, from a W&B server, carry the sweep's ``config_file`` as a constant), then
+    ``overrides`` (dotted keys the caller imposes)."""
+    chosen = dict(chosen)
+    config_file = chosen.pop("config_file", spec.config_file)
+    params, dotted = flatten_run_config({**spec.defaults, **chosen})
+    dotted.update(overrides or {})
+    dotted["WANDB.ENABLE"] = False  # the driver owns this run's W&B run: one owner per run
+    return {**params, "config_file": config_file, "overrides": dotted, "output_dir": str(output_dir)}
 
 
 class RunningTrials:

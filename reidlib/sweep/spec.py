@@ -132,6 +132,9 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
     metric = search.setdefault("metric", dict(DEFAULT_METRIC))
     if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
         raise SpecError("metric.name", f"expected a metric name such as 'val/mAP', got {metric!r}")
+    if metric["name"].startswith("test/"):
+        raise SpecError("metric.name", f"expected a val/* metric, got {metric['name']!r}: test/* (query/gallery) is "
+                        "evaluated once per trial and never searched on; val/* is the held-out identities")
     metric.setdefault("goal", "maximize")
     if metric["goal"] not in ("maximize", "minimize"):
         raise SpecError("metric.goal", f"expected 'maximize' or 'minimize', got {metric['goal']!r}")
@@ -249,20 +252,20 @@ def check_against_config(spec: Spec) -> None:
                     load_config(spec.config_file, {key: v})
                 except ConfigError as err:
                     raise SpecError(path, err.message) from None
-        check_dataset(load_config(spec.config_file, _flatten(spec.defaults)))
+        check_dataset(load_config(spec.config_file, flatten_parameters(spec.defaults)))
     except ConfigError as err:
         raise SpecError(err.field, err.message) from None
     except DatasetError as err:
         raise SpecError(err.field, f"{err.message}; every trial would fail on it") from None
 
 
-def _flatten(config: dict, prefix: str = "") -> dict[str, Any]:
+def flatten_parameters(config: dict, prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for name, value in config.items():
         if name == "overrides" and not prefix:
             flat.update(value or {})  # already dotted keys
         elif isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{name}."))
+            flat.update(flatten_parameters(value, f"{prefix}{name}."))
         else:
             flat[f"{prefix}{name}"] = value
     return flat
@@ -276,7 +279,7 @@ def flatten_run_config(config: dict) -> tuple[dict, dict]:
     """
     from reidlib.config import ALIASES
 
-    flat = _flatten(config)
+    flat = flatten_parameters(config)
     return ({k: v for k, v in flat.items() if k in ALIASES},
             {k: v for k, v in flat.items() if k not in ALIASES})
 

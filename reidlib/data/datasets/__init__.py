@@ -27,7 +27,9 @@ def _dataset_class(cfg) -> type[ImageDataset]:
 
 
 def make_dataset(cfg) -> ImageDataset:
-    return _dataset_class(cfg).from_config(cfg)
+    """The dataset ``DATASETS.NAMES`` names, with ``DATASETS.VAL_IDS`` training identities held out
+    as its validation split (``ImageDataset.hold_out``)."""
+    return _dataset_class(cfg).from_config(cfg).hold_out(cfg.DATASETS.VAL_IDS, cfg.DATASETS.VAL_SEED)
 
 
 def check_dataset(cfg) -> None:

@@ -1,0 +1,127 @@
+"""Finalize a sweep: its selected configuration trained again on the whole training set, tested once.
+
+``finalize(sweep_dir, trial)`` runs the sweep's trial notebook in a fresh kernel with that trial's
+parameters and ``DATASETS.VAL_IDS`` 0 (the held-out identities back in training), evaluating only at the
+last epoch (``SOLVER.EVAL_PERIOD`` = ``SOLVER.MAX_EPOCHS``; nothing is chosen on it), into
+``runs/<id>/final/``: the executed notebook ``train.ipynb``, ``checkpoint.pth``, and ``summary.json`` with
+``test/*``. ``summary.json`` is written last and atomically: a ``final/`` without it is unfinished and
+is trained again from the start. A W&B run ``final`` (tagged 'final', in the sweep's group) logs it.
+Asked again for the same trial, it returns the finished one.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from reidlib import trial as contract
+from reidlib.errors import SweepStateError
+from reidlib.sweep.bridge import finish_run, init_run, log_config, log_epoch, wandb_destination, wandb_mode
+from reidlib.sweep.driver import notebook_parameters
+from reidlib.sweep.ledger import FINISHED, Ledger
+from reidlib.sweep.runner import execute_notebook
+from reidlib.sweep.spec import normalise
+
+log = logging.getLogger(__name__)
+
+FINAL_DIR = "final"
+FINAL_SUMMARY = "summary.json"
+FINAL_NOTEBOOK = "train.ipynb"
+FINAL_LOCK = ".final.lock"  # in runs/<id>/: one finalize at a time
+
+
+def read_final(sweep_dir: str | Path) -> dict | None:
+    """The finished final run of a sweep (its ``summary.json``), or None."""
+    path = Path(sweep_dir) / FINAL_DIR / FINAL_SUMMARY
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finalize(sweep_dir: str | Path, trial_name: str, project_dir: str | Path | None = None,
+             wandb: str | None = None) -> dict:
+    """Train trial ``trial_name``'s configuration on every training identity and test it once;
+    returns ``final/summary.json``'s content."""
+    sweep_dir = Path(sweep_dir).resolve()
+    project_dir = Path(project_dir or Path.cwd()).resolve()
+    with (sweep_dir / FINAL_LOCK).open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepStateError(str(sweep_dir / FINAL_DIR), "another finalize of this sweep is running") from None
+        done = read_final(sweep_dir)
+        if done and done.get("trial") == trial_name:
+            log.info("%s is already finalized: %s", trial_name, sweep_dir / FINAL_DIR)
+            return done
+        return _train_final(sweep_dir, trial_name, project_dir, wandb)
+
+
+def _train_final(sweep_dir: Path, trial_name: str, project_dir: Path, wandb: str | None) -> dict:
+    ledger = Ledger.open(sweep_dir)
+    try:
+        info = ledger.sweep()
+        trial = next((t for t in ledger.trials() if t.name == trial_name), None)
+    finally:
+        ledger.close()
+    if trial is None or trial.state != FINISHED or not trial.config:
+        raise SweepStateError(trial_name, f"expected a finished trial of sweep {info['id']} to finalize")
+    spec = normalise(info["spec"], source=str(sweep_dir))
+    out = sweep_dir / FINAL_DIR
+    shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt, or another trial's final run
+    out.mkdir()
+    max_epochs = trial.config["SOLVER.MAX_EPOCHS"]
+    params = notebook_parameters(spec, trial.params, out, overrides={
+        "DATASETS.VAL_IDS": 0, "SOLVER.EVAL_PERIOD": max_epochs, "TEST.EVAL_BEFORE_TRAINING": "no"})
+    destination = wandb_destination(spec.search_config, recorded=info["wandb"])
+    mode = wandb_mode(wandb)
+    run = None if mode == "disabled" else _open_run(mode, destination, info["id"], trial.params, sweep_dir)
+    received: dict = {}
+
+    def on_scrap(name: str, data) -> None:
+        nonlocal run
+        received[name] = data
+        if run is None or name == contract.SUMMARY:
+            return
+        try:
+            if name.startswith(contract.EPOCH_PREFIX):
+                log_epoch(run, data)
+            elif name == contract.CONFIG:
+                log_config(run, data)
+        except Exception as err:  # W&B trouble never costs the final run; final/ has everything
+            log.warning("W&B logging of the final run failed (%s); it goes on without W&B", err)
+            run = None
+
+    notebook = out / FINAL_NOTEBOOK
+    log.info("finalize %s: %s's configuration on every training identity, %d epochs, tested once at the end",
+             info["id"], trial_name, max_epochs)
+    outcome = execute_notebook(project_dir / spec.notebook, notebook, params, on_scrap=on_scrap, cwd=project_dir)
+    summary = received.get(contract.SUMMARY) or {}
+    status = summary.get("status")
+    if run is not None:
+        try:
+            finish_run(run, summary, FINISHED if status == "finished" else "failed", notebook)
+        except Exception as err:
+            log.warning("W&B could not finish the final run (%s)", err)
+    if outcome.error or status != "finished":
+        raise SweepStateError(str(notebook), f"the final training ended {status or 'without a summary'} "
+                              f"({outcome.error or summary.get('error')}); fix that, then finalize again")
+    final = {"sweep": info["id"], "trial": trial_name, "parameters": trial.params, "status": status,
+             "test": summary.get("test") or {}, "epochs_run": summary.get("epochs_run"),
+             "wall_time_s": summary.get("wall_time_s"), "checkpoint": summary.get("checkpoint"),
+             "notebook": str(notebook), "wandb_id": run.id if run is not None else None}
+    tmp = out / f"{FINAL_SUMMARY}.tmp"
+    tmp.write_text(json.dumps(final, indent=2, default=str))
+    tmp.replace(out / FINAL_SUMMARY)  # last: its presence says final/ is complete
+    return final
+
+
+def _open_run(mode: str, destination: dict, sweep_id: str, config: dict, sweep_dir: Path):
+    try:
+        return init_run(mode, destination["project"], destination["entity"], sweep_id, FINAL_DIR, config, sweep_dir,
+                        job_type="final")
+    except Exception as err:
+        log.warning("W&B could not open the final run (%s); it goes on without W&B", err)
+        return None
