@@ -23,7 +23,7 @@ def test_batch_hard_triplet_matches_brute_force():
         neg = min(dist[i, j] for j in range(8) if targets[j] != targets[i])
         expected.append(max(0.0, float(pos - neg + 0.3)))
     assert TripletLoss(0.3)(feats, targets).item() == pytest.approx(sum(expected) / 8, rel=1e-5)
-    soft = TripletLoss(0.0)(feats, targets).item()  # margin 0: soft margin log(1 + exp(ap - an))
+    soft = TripletLoss(None)(feats, targets).item()  # no margin: soft margin log(1 + exp(ap - an))
     assert soft > 0 and not math.isclose(soft, TripletLoss(0.3)(feats, targets).item())
 
 
@@ -77,11 +77,11 @@ def test_warmup_then_steps_per_epoch_as_upstream():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = WarmupMultiStepLR(opt, milestones=[4, 6], gamma=0.1, warmup_factor=0.01, warmup_iters=2)
     lrs = []
-    for _ in range(8):
+    for _ in range(8):  # stepped when each epoch starts, as upstream's trainer: epoch e trains at last_epoch e
+        sched.step()
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
-        sched.step()
-    assert lrs == pytest.approx([0.01, 0.505, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01])
+    assert lrs == pytest.approx([0.505, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.01])
 
 
 def test_center_loss_pulls_features_to_their_center_with_its_own_lr():

@@ -23,7 +23,12 @@ _C.MODEL.NECK = "bnneck"  # 'bnneck' (BN between pooled feature and classifier) 
 _C.MODEL.IF_WITH_CENTER = "no"  # 'yes' adds center loss
 _C.MODEL.METRIC_LOSS_TYPE = "triplet"  # 'softmax' or 'triplet'; with IF_WITH_CENTER 'yes': 'center' or 'triplet_center'
 
-_C.MODEL.IF_LABELSMOOTH = "on"  # label-smoothing cross entropy (epsilon 0.1): 'on' or 'off'
+# label-smoothing cross entropy (epsilon 0.1): 'on' or 'off'; as upstream, SAMPLER 'softmax' without
+# center loss trains with plain cross entropy whatever this says
+_C.MODEL.IF_LABELSMOOTH = "on"
+# ours: 'no' runs the ResNet stem conv1 -> bn1 -> maxpool as reid-strong-baseline trained every model and
+# checkpoint (its ReLU after bn1 is commented out); 'yes' puts torchvision's ReLU back
+_C.MODEL.STEM_RELU = "no"
 _C.MODEL.CHANNELS_LAST = "yes"  # ours: channels_last memory format on CUDA (faster convolutions): 'yes' or 'no'
 
 # ---------------------------------------------------------------------------------------------------
@@ -83,7 +88,8 @@ _C.SOLVER.MAX_EPOCHS = 50  # epochs to train
 _C.SOLVER.BASE_LR = 3e-4  # learning rate
 _C.SOLVER.BIAS_LR_FACTOR = 2  # learning rate of biases = BASE_LR * BIAS_LR_FACTOR
 _C.SOLVER.MOMENTUM = 0.9  # SGD momentum
-_C.SOLVER.MARGIN = 0.3  # triplet loss margin (0 = soft margin)
+_C.SOLVER.MARGIN = 0.3  # triplet loss margin: hinge max(0, ap - an + MARGIN), 0 included (as upstream)
+_C.SOLVER.SOFT_MARGIN = "no"  # ours: 'yes' uses the soft margin log(1 + exp(ap - an)) instead (MARGIN unused)
 _C.SOLVER.CLUSTER_MARGIN = 0.3  # upstream's cluster loss margin (kept for file compatibility)
 _C.SOLVER.CENTER_LR = 0.5  # learning rate of the center-loss centers (own SGD)
 _C.SOLVER.CENTER_LOSS_WEIGHT = 0.0005  # weight of center loss
@@ -96,8 +102,9 @@ _C.SOLVER.WEIGHT_DECAY = 0.0005  # weight decay of weights
 _C.SOLVER.WEIGHT_DECAY_BIAS = 0.0  # weight decay of biases
 _C.SOLVER.GAMMA = 0.1  # learning-rate factor at each of STEPS
 _C.SOLVER.STEPS = (30, 55)  # epochs at which the learning rate is multiplied by GAMMA
-_C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning-rate factor at epoch 0, rising to 1 over WARMUP_ITERS
-_C.SOLVER.WARMUP_ITERS = 500  # warmup length, in epochs (the scheduler steps once per epoch, as upstream)
+_C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning-rate factor at step 0, rising to 1 over WARMUP_ITERS
+# warmup length, in epochs: as upstream, the scheduler steps when each epoch starts (epoch e trains at step e)
+_C.SOLVER.WARMUP_ITERS = 500
 _C.SOLVER.WARMUP_METHOD = "linear"  # 'linear' or 'constant'
 _C.SOLVER.CHECKPOINT_PERIOD = 50  # save a checkpoint every N epochs (and always at the end)
 _C.SOLVER.LOG_PERIOD = 100  # log every N iterations

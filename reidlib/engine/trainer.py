@@ -95,6 +95,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
         for epoch in range(first_epoch, max_epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
+            scheduler.step()  # when the epoch starts, as upstream's ignite trainer: epoch e trains at last_epoch e
             lr = optimizer.param_groups[0]["lr"]  # the lr this epoch trains with (weights' group)
             totals, seen = torch.zeros(2, device=device), 0  # loss sum, correct: read once per epoch
             for images, pids, _ in loaders.train:
@@ -119,7 +120,6 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
                 scaler.update()
                 totals += torch.stack([loss.detach() * len(pids), (scores.argmax(1) == pids).sum()])
                 seen += len(pids)
-            scheduler.step()
             loss_sum, correct = totals.tolist()
             metrics = {"epoch": epoch,
                        "train/loss": loss_sum / seen if seen else float("nan"),

@@ -1,16 +1,14 @@
 """Losses: label-smoothing cross entropy, batch-hard triplet and center loss, combined by ``make_loss``.
 
-As in reid-strong-baseline, ``DATALOADER.SAMPLER`` picks the terms ('softmax': cross entropy,
-'triplet': triplet, 'softmax_triplet': both) and ``MODEL.METRIC_LOSS_TYPE`` the metric loss.
+As in reid-strong-baseline, ``DATALOADER.SAMPLER`` picks the terms ('softmax': plain cross entropy,
+'triplet': triplet, 'softmax_triplet': both) and ``MODEL.METRIC_LOSS_TYPE`` the metric loss;
+``MODEL.IF_LABELSMOOTH`` smooths the cross entropy of 'softmax_triplet' and of the center-loss recipes.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-
-
 
 
 class CrossEntropyLabelSmooth(nn.Module):
@@ -30,7 +28,8 @@ class CrossEntropyLabelSmooth(nn.Module):
 class TripletLoss(nn.Module):
     """Batch-hard triplet loss (Hermans et al.): hardest positive and negative per anchor.
 
-    ``margin`` > 0 uses a hinge; 0 or None the soft margin ``log(1 + exp(ap - an))``.
+    A number is a hinge at that margin, ``max(0, ap - an + margin)`` (0 included, as upstream's
+    ``MarginRankingLoss``); None the soft margin ``log(1 + exp(ap - an))`` (``SOLVER.SOFT_MARGIN``).
     """
 
     def __init__(self, margin: float | None):
@@ -42,7 +41,7 @@ class TripletLoss(nn.Module):
         same = targets.unsqueeze(0) == targets.unsqueeze(1)
         dist_ap = dist.masked_fill(~same, float("-inf")).max(dim=1).values
         dist_an = dist.masked_fill(same, float("inf")).min(dim=1).values
-        if self.margin:
+        if self.margin is not None:
             return F.relu(dist_ap - dist_an + self.margin).mean()
         return F.softplus(dist_ap - dist_an).mean()
 
@@ -82,10 +81,14 @@ class Criterion(nn.Module):
 def make_loss(cfg, num_classes: int, feat_dim: int) -> Criterion:
     """The loss for the configured sampler and metric loss, as reid-strong-baseline composes it."""
     kind, sampler = cfg.MODEL.METRIC_LOSS_TYPE, cfg.DATALOADER.SAMPLER  # valid: reidlib.config.check_config
-    xent = CrossEntropyLabelSmooth(num_classes) if cfg.MODEL.IF_LABELSMOOTH == "on" else nn.CrossEntropyLoss()
-    if cfg.MODEL.IF_WITH_CENTER == "yes":  # upstream: cross entropy + center ('center') or + triplet + center
-        return Criterion(xent, TripletLoss(cfg.SOLVER.MARGIN) if kind == "triplet_center" else None,
+    center = cfg.MODEL.IF_WITH_CENTER == "yes"
+    # upstream's softmax-only loss is plain cross entropy whatever IF_LABELSMOOTH says
+    smooth = cfg.MODEL.IF_LABELSMOOTH == "on" and (center or sampler != "softmax")
+    xent = CrossEntropyLabelSmooth(num_classes) if smooth else nn.CrossEntropyLoss()
+    margin = None if cfg.SOLVER.SOFT_MARGIN == "yes" else cfg.SOLVER.MARGIN
+    if center:  # upstream: cross entropy + center ('center') or + triplet + center
+        return Criterion(xent, TripletLoss(margin) if kind == "triplet_center" else None,
                          CenterLoss(num_classes, feat_dim), cfg.SOLVER.CENTER_LOSS_WEIGHT)
     return Criterion(xent if sampler in ("softmax", "softmax_triplet") else None,
-                     TripletLoss(cfg.SOLVER.MARGIN) if sampler in ("triplet", "softmax_triplet") else None,
+                     TripletLoss(margin) if sampler in ("triplet", "softmax_triplet") else None,
                      None, 0.0)

@@ -11,12 +11,17 @@ from reidlib.modeling.baseline import Baseline
 
 
 def make_model(cfg, num_classes: int) -> Baseline:
-    model = Baseline(num_classes, cfg.MODEL.NAME, cfg.MODEL.LAST_STRIDE, cfg.MODEL.NECK, cfg.TEST.NECK_FEAT)
+    model = Baseline(num_classes, cfg.MODEL.NAME, cfg.MODEL.LAST_STRIDE, cfg.MODEL.NECK, cfg.TEST.NECK_FEAT,
+                     stem_relu=cfg.MODEL.STEM_RELU == "yes")
     choice = cfg.MODEL.PRETRAIN_CHOICE
     if choice == "imagenet":
         _load_imagenet(model, cfg)
     elif choice == "self":
-        model.load_state_dict(_from_upstream(_read_state_dict(cfg.MODEL.PRETRAIN_PATH)))
+        state = _read_state_dict(cfg.MODEL.PRETRAIN_PATH)
+        if "base.conv1.weight" in state and cfg.MODEL.STEM_RELU == "yes":  # upstream's layout: it has no stem ReLU
+            raise ConfigError("MODEL.STEM_RELU", f"{cfg.MODEL.PRETRAIN_PATH} is a reid-strong-baseline checkpoint, "
+                              "trained without the stem ReLU: expected 'no', got 'yes'")
+        model.load_state_dict(_from_upstream(state))
     return model
 
 

@@ -21,9 +21,12 @@ BACKBONES: dict[str, tuple[Callable[..., models.ResNet], int]] = {
 
 
 class ResNetTrunk(nn.Module):
-    """A ResNet without its pooling and classifier: image -> feature map."""
+    """A ResNet without its pooling and classifier: image -> feature map.
 
-    def __init__(self, resnet: models.ResNet, last_stride: int):
+    ``stem_relu`` False runs the stem as reid-strong-baseline's ResNet does, conv1 -> bn1 -> maxpool
+    (its ReLU after bn1 is commented out: every published number and checkpoint of it was made so)."""
+
+    def __init__(self, resnet: models.ResNet, last_stride: int, stem_relu: bool):
         super().__init__()
         block = resnet.layer4[0]
         # The stride of the first block of layer4 lives in its 3x3 conv (conv2 in Bottleneck, conv1 in BasicBlock).
@@ -31,18 +34,19 @@ class ResNetTrunk(nn.Module):
         conv.stride = (last_stride, last_stride)
         if block.downsample is not None:
             block.downsample[0].stride = (last_stride, last_stride)
-        self.body = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+        # nn.Identity keeps the layers' indices, so both stems have one state-dict layout
+        self.body = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu if stem_relu else nn.Identity(), resnet.maxpool,
                                   resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
 
 
-def make_backbone(name: str, last_stride: int) -> tuple[ResNetTrunk, int]:
-    """The named backbone with random weights, and its output channels."""
+def make_backbone(name: str, last_stride: int, stem_relu: bool = True) -> tuple[ResNetTrunk, int]:
+    """The named backbone with random weights, and its output channels (torchvision's stem unless ``stem_relu`` is False)."""
     if name not in BACKBONES:
         raise ConfigError("MODEL.NAME", f"expected one of {sorted(BACKBONES)}, got {name!r}")
     if last_stride not in (1, 2):
         raise ConfigError("MODEL.LAST_STRIDE", f"expected 1 or 2, got {last_stride!r}")
     constructor, channels = BACKBONES[name]
-    return ResNetTrunk(constructor(weights=None), last_stride), channels
+    return ResNetTrunk(constructor(weights=None), last_stride, stem_relu), channels

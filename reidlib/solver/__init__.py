@@ -1,6 +1,7 @@
 """Optimiser with per-parameter groups and the warmup multi-step schedule, as reid-strong-baseline."""
 from __future__ import annotations
 
+import warnings
 from bisect import bisect_right
 
 import torch
@@ -34,7 +35,9 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
     """``lr = base * warmup * GAMMA ** (milestones passed)``, stepped once per epoch.
 
     Warmup rises linearly from ``WARMUP_FACTOR`` to 1 over ``WARMUP_ITERS`` epochs ('linear'), or
-    stays at ``WARMUP_FACTOR`` until then ('constant').
+    stays at ``WARMUP_FACTOR`` until then ('constant'). As reid-strong-baseline's ignite trainer, the
+    trainer steps it when an epoch starts, so epoch e (1-based) trains at ``last_epoch = e``: the
+    recipe's epoch 1 trains at 0.109 * BASE_LR, not at WARMUP_FACTOR * BASE_LR.
     """
 
     def __init__(self, optimizer, milestones, gamma=0.1, warmup_factor=1 / 3, warmup_iters=500,
@@ -55,6 +58,12 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
                 warmup = self.warmup_factor * (1 - alpha) + alpha
         decay = self.gamma ** bisect_right(self.milestones, self.last_epoch)
         return [base_lr * warmup * decay for base_lr in self.base_lrs]
+
+    def step(self, epoch=None):
+        # Stepping before the epoch's first optimiser step is the schedule, not the misuse torch warns about.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            super().step(epoch)
 
 
 def make_scheduler(cfg, optimizer) -> WarmupMultiStepLR:
