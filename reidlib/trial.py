@@ -222,8 +222,8 @@ class WandbRecorder:
 
         w = cfg.WANDB
         project = w.PROJECT or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
-        self.run = wandb.init(project=project, entity=w.ENTITY or None,  # None: wandb reads WANDB_ENTITY name=w.NAME or None, tags=list(w.TAGS),
-                              config=dict(flat_keys(cfg)), reinit="create_new")
+        self.run = wandb.init(project=project, entity=w.ENTITY or None,  # None: wandb reads WANDB_ENTITY
+                              name=w.NAME or None, tags=list(w.TAGS), config=dict(flat_keys(cfg)), reinit="create_new")
         self.run.define_metric("*", step_metric="epoch")
         self.max_epochs = cfg.SOLVER.MAX_EPOCHS
 

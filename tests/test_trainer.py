@@ -136,7 +136,8 @@ def test_a_standalone_run_logs_to_wandb_when_asked(tiny_config, tmp_path, monkey
 
     inits = []
     monkeypatch.setattr(wandb, "init", lambda **kwargs: inits.append(kwargs) or Run())
-    cfg = build_config(str(tiny_config), output_dir=str(tmp_path), max_epochs=2, wandb_project="my-reid")
+    cfg = build_config(str(tiny_config), {"WANDB.NAME": "lr-probe", "WANDB.TAGS": ["bot", "cpu"]},
+                       output_dir=str(tmp_path), max_epochs=2, wandb_project="my-reid")
     seed_everything(cfg.SEED)
     loaders = make_data_loaders(cfg)
     model = make_model(cfg, loaders.num_classes)
@@ -144,6 +145,7 @@ def test_a_standalone_run_logs_to_wandb_when_asked(tiny_config, tmp_path, monkey
     [_, recorder] = callbacks(cfg)
     do_train(cfg, model, loaders, [recorder])
     assert inits[0]["project"] == "my-reid" and inits[0]["config"]["SOLVER.MAX_EPOCHS"] == 2
+    assert inits[0]["name"] == "lr-probe" and inits[0]["tags"] == ["bot", "cpu"]  # WANDB.NAME and WANDB.TAGS reach W&B
     assert [row["epoch"] for row in recorder.run.logged] == [1, 2]
     assert recorder.run.summary["status"] == "finished" and recorder.run.finished == 0
     driven = build_config(str(tiny_config), {"WANDB.ENABLE": False})
