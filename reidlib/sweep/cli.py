@@ -52,6 +52,9 @@ def _report(sweep_dir: Path) -> None:
         print(selection_check(sweep).to_string(header=False))
         if selected_on_test(sweep):
             print(f"warning: {SELECTED_ON_TEST}")
+        elif sweep.config.get("from"):
+            print(f"the final model: 'reid-sweep finalize {sweep.id}' tests the trained sweep's final model (finalizing "
+                  f"it first) once with {best.name}'s TEST.* keys")
         else:
             print(f"the final model: 'reid-sweep finalize {sweep.id}' trains {best.name}'s configuration on every "
                   "training identity and tests it once")
