@@ -112,6 +112,10 @@ def test_the_cli_refuses_a_mixed_spec_in_one_line_and_writes_nothing(tmp_path):
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "parameters.weight_decay: SOLVER.WEIGHT_DECAY is not a test-time key" in proc.stderr
     assert not runs.exists()
+    # --from replaces the preset's from:
+    proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "validate", "sweeps/rerank.yaml", "--from", "nowhere"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: from: no sweep 'nowhere'")
 
 
 # --- an evaluation sweep of a trained sweep -----------------------------------------------------
@@ -168,3 +172,7 @@ def test_an_evaluation_sweep_selects_on_the_held_out_identities_and_tests_once(w
     assert Path(final["notebook"]).name == "evaluate.ipynb" and set(final["test"]) == set(TEST_KEYS)
     assert params["overrides"]["TEST.RE_RANKING"] == best.effective_config["TEST.RE_RANKING"]
     assert summary["val_ids"] == 0 and summary["test"] == final["test"]
+    from reidlib.sweep.evaluation_spec import find_trained_run
+
+    finalized = find_trained_run(f"{training.sweep_id}/final", runs)  # what from: <sweep-id>/final evaluates
+    assert finalized.checkpoint == Path(source_final["checkpoint"]) and finalized.config["DATASETS.VAL_IDS"] == 0
