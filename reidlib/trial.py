@@ -195,11 +195,11 @@ class ScrapRecorder:
     """The training loop's callback inside a trial: glues each epoch and the summary, and stops
     the loop when the driver asks."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, max_epochs: int | None = None):
         from reidlib.config import flat_keys
 
         self.output_dir = cfg.OUTPUT_DIR
-        self.max_epochs = cfg.SOLVER.MAX_EPOCHS
+        self.max_epochs = max_epochs or cfg.SOLVER.MAX_EPOCHS
         glue(CONFIG, dict(flat_keys(cfg)))
 
     def on_epoch_end(self, metrics: dict) -> bool:
@@ -215,7 +215,7 @@ class WandbRecorder:
     """A standalone trial's own W&B run (``WANDB.ENABLE``): one ``wandb.init`` in the kernel, one
     ``log`` per epoch. The sweep driver forces ``WANDB.ENABLE`` off: there it owns the run."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, max_epochs: int | None = None):
         import wandb
 
         from reidlib.config import DEFAULT_WANDB_PROJECT, flat_keys
@@ -225,7 +225,7 @@ class WandbRecorder:
         self.run = wandb.init(project=project, entity=w.ENTITY or None,  # None: wandb reads WANDB_ENTITY
                               name=w.NAME or None, tags=list(w.TAGS), config=dict(flat_keys(cfg)), reinit="create_new")
         self.run.define_metric("*", step_metric="epoch")
-        self.max_epochs = cfg.SOLVER.MAX_EPOCHS
+        self.max_epochs = max_epochs or cfg.SOLVER.MAX_EPOCHS
 
     def on_epoch_end(self, metrics: dict) -> bool:
         self.run.log({k: v for k, v in _jsonable(metrics).items() if v is not None})
@@ -237,9 +237,10 @@ class WandbRecorder:
         self.run.finish(exit_code=0 if result.status in ("finished", "stopped_early") else 1)
 
 
-def callbacks(cfg) -> list:
-    """The training loop's callbacks inside a trial: scraps always, W&B when the config asks."""
-    return [ScrapRecorder(cfg)] + ([WandbRecorder(cfg)] if cfg.WANDB.ENABLE else [])
+def callbacks(cfg, max_epochs: int | None = None) -> list:
+    """The training loop's callbacks inside a trial: scraps always, W&B when the config asks.
+    ``max_epochs``: the trial's epoch budget when it is not ``SOLVER.MAX_EPOCHS`` (an evaluation trial's is 1)."""
+    return [ScrapRecorder(cfg, max_epochs)] + ([WandbRecorder(cfg, max_epochs)] if cfg.WANDB.ENABLE else [])
 
 
 def make_summary(result, max_epochs: int) -> dict:

@@ -424,3 +424,28 @@ def best_run_table(sweep: SweepReader) -> pd.DataFrame | str:
     rows = {**{f"param {k}": v for k, v in best.config.items()}, **{k: best.summary.get(k) for k in keys},
             "notebook": str(best.notebook_path), "checkpoint": str(best.checkpoint)}
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+
+
+def evaluation_gain(sweep: SweepReader) -> pd.DataFrame | str:
+    """An evaluation sweep (``from:``) against the trained run it evaluates, same weights: the test-time
+    options the trained run used and those selected (the best run's), its ``val/*`` (last evaluation) and
+    ``test/*`` beside the selected options', and the gain."""
+    from reidlib.errors import SpecError
+    from reidlib.sweep.evaluation_spec import EVALUATION_KEYS, find_trained_run
+
+    source = sweep.config.get("from")
+    if not source:
+        return "a training sweep: an evaluation sweep (from: <sweep-id>) tunes re-ranking and test features on its model"
+    best = sweep.best_run()
+    if best is None:
+        return "no finished trial yet"
+    try:
+        trained = find_trained_run(source)
+    except SpecError as err:
+        return f"the trained run is gone: {err}"
+    before = {**{f"last/{k}": v for k, v in (trained.summary.get("last") or {}).items()}, **(trained.summary.get("test") or {})}
+    rows = [(key, trained.config.get(key), best.effective_config.get(key), None) for key in EVALUATION_KEYS]
+    for metric in ("val/mAP", "val/rank1", TEST_METRIC, "test/rank1"):
+        was, now = before.get(f"last/{metric}", before.get(metric)), best.summary.get(f"last/{metric}", best.summary.get(metric))
+        rows.append((metric, was, now, now - was if isinstance(was, float) and isinstance(now, float) else None))
+    return pd.DataFrame(rows, columns=["", f"trained run ({trained.trial})", f"selected ({best.name})", "gain"]).set_index("")

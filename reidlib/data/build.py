@@ -49,39 +49,56 @@ class DataLoaders:
         return self.query, self.gallery
 
 
-def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
-    dataset = dataset or make_dataset(cfg)
-    s, device = cfg.DATALOADER, resolve_device(cfg.MODEL.DEVICE)
+def _cache_budget(cfg, device: torch.device) -> int:
     budget = cfg.INPUT.CACHE_BUDGET_MB * 2**20
     if device.type == "cuda":  # the cache lives on the GPU: leave most of what is free to training and other trials
         budget = min(budget, torch.cuda.mem_get_info(device)[0] // 4)
+    return budget
+
+
+def _split_loader(cfg, samples, train: bool, device, budget: int, pk_sampler=None) -> tuple[Loader, int]:
+    """One split's loader, and the bytes of cache it took (0 on the per-sample PIL path)."""
+    s = cfg.DATALOADER
+    size = cfg.INPUT.SIZE_TRAIN if train else cfg.INPUT.SIZE_TEST
+    batch_size = cfg.SOLVER.IMS_PER_BATCH if train else cfg.TEST.IMS_PER_BATCH
+    batching = {"shuffle": train and pk_sampler is None, "drop_last": train}
+    cost = cache_bytes(len(samples), size)
+    if cost <= budget:
+        images = decode_images(samples, size, s.NUM_WORKERS).to(device)
+        transform = BatchTransform(cfg, train, device, seed=cfg.SEED)
+        return CachedLoader(images, samples, batch_size, transform, sampler=pk_sampler if train else None,
+                            seed=cfg.SEED, **batching), cost
+    generator = torch.Generator().manual_seed(cfg.SEED) if batching["shuffle"] else None
+    return DataLoader(ImageFolderSamples(samples, make_transforms(cfg, is_train=train)), batch_size=batch_size,
+                      sampler=pk_sampler if train else None, generator=generator, **batching,
+                      num_workers=s.NUM_WORKERS, persistent_workers=s.NUM_WORKERS > 0), 0
+
+
+def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
+    dataset = dataset or make_dataset(cfg)
+    s, device = cfg.DATALOADER, resolve_device(cfg.MODEL.DEVICE)
+    budget = _cache_budget(cfg, device)
     pk_sampler = None
     if s.SAMPLER != "softmax":
         pk_sampler = RandomIdentitySampler(dataset.train, cfg.SOLVER.IMS_PER_BATCH, s.NUM_INSTANCE, seed=cfg.SEED)
-    common = {"num_workers": s.NUM_WORKERS, "persistent_workers": s.NUM_WORKERS > 0}
     loaders, cached = {}, []
     splits = [("train", dataset.train), ("val_query", dataset.val_query), ("val_gallery", dataset.val_gallery),
               ("query", dataset.query), ("gallery", dataset.gallery)]
     for split, samples in splits:
         if not samples:  # no validation split
             continue
-        train = split == "train"
-        size = cfg.INPUT.SIZE_TRAIN if train else cfg.INPUT.SIZE_TEST
-        batch_size = cfg.SOLVER.IMS_PER_BATCH if train else cfg.TEST.IMS_PER_BATCH
-        batching = {"shuffle": train and pk_sampler is None, "drop_last": train}
-        if cache_bytes(len(samples), size) <= budget:
-            budget -= cache_bytes(len(samples), size)
-            images = decode_images(samples, size, s.NUM_WORKERS).to(device)
-            transform = BatchTransform(cfg, train, device, seed=cfg.SEED)
-            loaders[split] = CachedLoader(images, samples, batch_size, transform,
-                                          sampler=pk_sampler if train else None, seed=cfg.SEED, **batching)
+        loaders[split], cost = _split_loader(cfg, samples, split == "train", device, budget, pk_sampler)
+        if cost:
+            budget -= cost
             cached.append(split)
-        else:
-            generator = torch.Generator().manual_seed(cfg.SEED) if batching["shuffle"] else None
-            loaders[split] = DataLoader(ImageFolderSamples(samples, make_transforms(cfg, is_train=train)),
-                                        batch_size=batch_size, sampler=pk_sampler if train else None,
-                                        generator=generator, **batching, **common)
     return DataLoaders(dataset, **loaders, cached=cached)
 
 
-__all__ = ["TEST", "VAL", "DataLoaders", "ImageFolderSamples", "make_data_loaders"]
+def make_evaluation_loader(cfg, samples) -> Loader:
+    """An evaluation loader over ``samples`` (the test transform), on the path ``make_data_loaders``
+    takes for an evaluation split: the same batches, so the same features."""
+    device = resolve_device(cfg.MODEL.DEVICE)
+    return _split_loader(cfg, samples, False, device, _cache_budget(cfg, device))[0]
+
+
+__all__ = ["TEST", "VAL", "DataLoaders", "ImageFolderSamples", "make_data_loaders", "make_evaluation_loader"]

@@ -23,6 +23,14 @@ def _spec_amendments(args) -> dict:
                               "values": args.values}.items() if v}
 
 
+def _load_spec(path: str, args):
+    from reidlib.sweep.evaluation_spec import evaluating
+    from reidlib.sweep.spec import load_spec
+
+    spec = load_spec(path, **_spec_amendments(args))
+    return evaluating(spec, args.from_run) if args.from_run else spec
+
+
 def _report(sweep_dir: Path) -> None:
     from reidlib.analysis import SELECTED_ON_TEST, hyperband_savings, leaderboard, open_sweep, selected_on_test, selection_check
     from reidlib.sweep.driver import make_report
@@ -44,6 +52,9 @@ def _report(sweep_dir: Path) -> None:
         print(selection_check(sweep).to_string(header=False))
         if selected_on_test(sweep):
             print(f"warning: {SELECTED_ON_TEST}")
+        elif sweep.config.get("from"):
+            print(f"the final model: 'reid-sweep finalize {sweep.id}' tests the trained sweep's final model (finalizing "
+                  f"it first) once with {best.name}'s TEST.* keys")
         else:
             print(f"the final model: 'reid-sweep finalize {sweep.id}' trains {best.name}'s configuration on every "
                   "training identity and tests it once")
@@ -56,11 +67,10 @@ def _report(sweep_dir: Path) -> None:
 def _cmd_run(args) -> int:
     from reidlib.sweep.bridge import wandb_destination, wandb_mode
     from reidlib.sweep.driver import run_sweep, running_elsewhere
-    from reidlib.sweep.spec import load_spec
 
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
-    specs = [load_spec(path, **_spec_amendments(args)) for path in args.spec]  # all checked before any runs
+    specs = [_load_spec(path, args) for path in args.spec]  # all checked before any runs
     # before any runs: wandb.sweep sets WANDB_PROJECT/WANDB_ENTITY, which would leak into the next spec's
     destinations = [wandb_destination(spec.search_config, args.project, args.entity) for spec in specs]
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
@@ -70,6 +80,9 @@ def _cmd_run(args) -> int:
             from reidlib.sweep.spec import check_against_config
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 
+            from reidlib.sweep.evaluation_spec import resolve_evaluation
+
+            spec = resolve_evaluation(spec, args.runs_dir or "runs")
             check_against_config(spec)
             path = create_server_sweep(resolve_holdout(spec), destination["project"], destination["entity"])
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
@@ -108,10 +121,12 @@ def _cmd_report(args) -> int:
 
 def _cmd_validate(args) -> int:
     from reidlib.sweep.controller import LocalController
+    from reidlib.sweep.evaluation_spec import resolve_evaluation
     from reidlib.sweep.holdout import resolve_holdout
-    from reidlib.sweep.spec import check_against_config, check_notebook_parameters, flatten_run_config, leaves, load_spec
+    from reidlib.sweep.spec import check_against_config, check_notebook_parameters, flatten_run_config, leaves
 
-    spec = load_spec(args.spec, **_spec_amendments(args))
+    spec = _load_spec(args.spec, args)
+    spec = resolve_evaluation(spec, spec.runs_dir or "runs")
     check_against_config(spec)
     spec = resolve_holdout(spec)
     if not Path(spec.notebook).is_file():
@@ -207,6 +222,8 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config-file", help="the YACS file trials start from")
     parser.add_argument("--custom-params", help='JSON mapping of parameters to add or replace, e.g. \'{"margin": [0.3, 0.5]}\'')
     parser.add_argument("--values", action="append", metavar="NAME=v1,v2", help="values for a parameter (repeatable)")
+    parser.add_argument("--from", dest="from_run", metavar="SWEEP[/TRIAL]",
+                        help="evaluate this trained run's model (an evaluation sweep; replaces the spec's from:)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from reidlib.errors import SweepStateError
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
 from reidlib.sweep.controller import LocalController
+from reidlib.sweep.evaluation_spec import resolve_evaluation
 from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
@@ -63,10 +64,11 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     ``new_id`` names a new sweep (a W&B server's id) instead of a generated one.
     """
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
-    check_against_config(spec)
-    spec = resolve_holdout(spec)
     project_dir = Path(project_dir or Path.cwd()).resolve()
     runs_dir = Path(runs_dir or spec.runs_dir or project_dir / "runs").resolve()
+    spec = resolve_evaluation(spec, runs_dir)
+    check_against_config(spec)
+    spec = resolve_holdout(spec)
     if not (project_dir / spec.notebook).is_file():
         raise SweepStateError("notebook", f"trial notebook not found: {project_dir / spec.notebook}")
     check_notebook_parameters(spec, project_dir)

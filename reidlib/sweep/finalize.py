@@ -6,7 +6,9 @@ last epoch (``SOLVER.EVAL_PERIOD`` = ``SOLVER.MAX_EPOCHS``; nothing is chosen on
 ``runs/<id>/final/``: the executed notebook ``train.ipynb``, ``checkpoint.pth``, and ``summary.json`` with
 ``test/*``. ``summary.json`` is written last and atomically: a ``final/`` without it is unfinished and
 is trained again from the start. A W&B run ``final`` (tagged 'final', in the sweep's group) logs it.
-Asked again for the same trial, it returns the finished one.
+Asked again for the same trial, it returns the finished one. An evaluation sweep's (``from:``) final run
+is its trained sweep's final model (finalized first when needed) evaluated once with the selected
+``TEST.*`` keys (``evaluate.ipynb``).
 """
 from __future__ import annotations
 
@@ -28,7 +30,6 @@ log = logging.getLogger(__name__)
 
 FINAL_DIR = "final"
 FINAL_SUMMARY = "summary.json"
-FINAL_NOTEBOOK = "train.ipynb"
 FINAL_LOCK = ".final.lock"  # in runs/<id>/: one finalize at a time
 
 
@@ -73,8 +74,10 @@ def _train_final(sweep_dir: Path, trial_name: str, project_dir: Path, wandb: str
     shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt, or another trial's final run
     out.mkdir()
     max_epochs = trial.config["SOLVER.MAX_EPOCHS"]
-    params = notebook_parameters(spec, trial.params, out, overrides={
-        "DATASETS.VAL_IDS": 0, "SOLVER.EVAL_PERIOD": max_epochs, "TEST.EVAL_BEFORE_TRAINING": "no"})
+    overrides = {"DATASETS.VAL_IDS": 0, "SOLVER.EVAL_PERIOD": max_epochs, "TEST.EVAL_BEFORE_TRAINING": "no"}
+    if spec.evaluates:  # an evaluation sweep: the trained sweep's final model, tested once with the chosen TEST.* keys
+        overrides = {"DATASETS.VAL_IDS": 0, "TEST.WEIGHT": _trained_final(spec.evaluates, project_dir, wandb)}
+    params = notebook_parameters(spec, trial.params, out, overrides=overrides)
     destination = wandb_destination(spec.search_config, recorded=info["wandb"])
     mode = wandb_mode(wandb)
     run = None if mode == "disabled" else _open_run(mode, destination, info["id"], trial.params, sweep_dir)
@@ -94,9 +97,8 @@ def _train_final(sweep_dir: Path, trial_name: str, project_dir: Path, wandb: str
             log.warning("W&B logging of the final run failed (%s); it goes on without W&B", err)
             run = None
 
-    notebook = out / FINAL_NOTEBOOK
-    log.info("finalize %s: %s's configuration on every training identity, %d epochs, tested once at the end",
-             info["id"], trial_name, max_epochs)
+    notebook = out / Path(spec.notebook).name  # train.ipynb, or evaluate.ipynb for an evaluation sweep
+    log.info("finalize %s: %s's configuration on every training identity, tested once at the end", info["id"], trial_name)
     outcome = execute_notebook(project_dir / spec.notebook, notebook, params, on_scrap=on_scrap, cwd=project_dir)
     summary = received.get(contract.SUMMARY) or {}
     status = summary.get("status")
@@ -116,6 +118,17 @@ def _train_final(sweep_dir: Path, trial_name: str, project_dir: Path, wandb: str
     tmp.write_text(json.dumps(final, indent=2, default=str))
     tmp.replace(out / FINAL_SUMMARY)  # last: its presence says final/ is complete
     return final
+
+
+def _trained_final(ref: str, project_dir: Path, wandb: str | None) -> str:
+    """The checkpoint of the final model of the trained run ``ref`` (an evaluation sweep's ``from``),
+    finalizing its sweep first when it is a trial."""
+    from reidlib.sweep.evaluation_spec import find_trained_run
+
+    trained = find_trained_run(ref)
+    final = read_final(trained.sweep_dir) if trained.trial == FINAL_DIR else \
+        finalize(trained.sweep_dir, trained.trial, project_dir, wandb)
+    return final["checkpoint"]
 
 
 def _open_run(mode: str, destination: dict, sweep_id: str, config: dict, sweep_dir: Path):

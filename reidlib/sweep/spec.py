@@ -5,8 +5,8 @@ Normalisation:
 - nested ``parameters`` stand for dotted keys (``SOLVER: {parameters: {BASE_LR: ...}}`` is ``SOLVER.BASE_LR``);
 - a missing ``metric`` means ``val/mAP``, maximize.
 
-Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``) live beside
-W&B's; ``Spec.search_config`` is the normalised spec without them, what W&B or ``sweeps`` receives.
+Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``, and ``from``: an
+evaluation sweep of a trained run, ``reidlib.sweep.evaluation_spec``) live beside W&B's; ``Spec.search_config`` is the normalised spec without them, what W&B or ``sweeps`` receives.
 Every error names its field path, e.g. ``parameters.base_lr.min: expected a number, got 'abc'``.
 """
 from __future__ import annotations
@@ -32,10 +32,11 @@ DISTRIBUTIONS = (
 DISCRETE = {"constant", "categorical", "categorical_w_probabilities", "int_uniform"}
 W_AND_B_KEYS = {"method", "parameters", "metric", "early_terminate", "run_cap", "name", "description",
                 "project", "entity", "program", "command"}
-OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults"}
+OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", "from"}
 NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
 DEFAULT_METRIC = {"name": "val/mAP", "goal": "maximize"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
+EVALUATION_NOTEBOOK = "notebooks/evaluate.ipynb"  # the notebook of a spec with ``from``
 # Keys the driver sets for every trial: a sweep cannot search over them.
 DRIVER_KEYS = {"OUTPUT_DIR": "the driver gives each trial its own output directory (runs/<id>/trials/<trial>)",
                "WANDB.ENABLE": "the driver owns each trial's W&B run; the notebook must not open another"}
@@ -52,6 +53,7 @@ class Spec:
     runs_dir: str | None = None
     defaults: dict = field(default_factory=dict)
     source: str = "<spec>"
+    evaluates: str | None = None  # ``from``: the trained run an evaluation sweep evaluates
 
     @property
     def name(self) -> str:
@@ -64,7 +66,8 @@ class Spec:
     def to_dict(self) -> dict:
         """Everything, ours included, as stored in the ledger."""
         return {**self.search_config, "config_file": self.config_file, "notebook": self.notebook,
-                "count": self.count, "results_dir_base": self.runs_dir, "defaults": self.defaults}
+                "count": self.count, "results_dir_base": self.runs_dir, "defaults": self.defaults,
+                **({"from": self.evaluates} if self.evaluates else {})}
 
 
 def _is_number(value: Any) -> bool:
@@ -151,8 +154,9 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise SpecError("defaults", f"expected a mapping of trial parameters, got {defaults!r}")
-    return Spec(search_config=search, config_file=raw.get("config_file"), notebook=raw.get("notebook") or DEFAULT_NOTEBOOK,
-                count=raw.get("count"), runs_dir=raw.get("results_dir_base"), defaults=defaults, source=source)
+    notebook = raw.get("notebook") or (EVALUATION_NOTEBOOK if raw.get("from") else DEFAULT_NOTEBOOK)
+    return Spec(search_config=search, config_file=raw.get("config_file"), notebook=notebook, count=raw.get("count"),
+                runs_dir=raw.get("results_dir_base"), defaults=defaults, source=source, evaluates=raw.get("from"))
 
 
 def _check_early_terminate(et: Any) -> None:

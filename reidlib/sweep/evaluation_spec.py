@@ -1,0 +1,147 @@
+"""Evaluation sweeps: a spec with ``from:`` searches the test-time options of a model already trained.
+
+``from: <sweep>[/<trial>]`` names a trained run: a sweep id (under the runs directory) or ``runs/<id>``
+directory, then one of its finished trials; without a trial, the sweep's selected configuration (its
+best finished run, as ``reid-sweep report`` says); ``<sweep>/final`` is its finalized model. Each trial
+runs ``notebooks/evaluate.ipynb`` on that run's checkpoint (``TEST.WEIGHT``) and effective config, so
+``val/*`` is measured on the same held-out identities (its ``DATASETS.VAL_IDS``/``VAL_SEED``) and
+``test/*`` once, as a training trial's. A ``final`` model trained on every identity: its ``val/*`` is
+query/gallery, and the analysis says the sweep was selected on the test set.
+
+Only ``EVALUATION_KEYS`` may be searched (and ``RUNTIME_KEYS`` set in ``defaults``): a training key is
+refused naming it, before anything is written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from reidlib import trial as contract
+from reidlib.config import get_defaults, resolve_key
+from reidlib.errors import ConfigError, SpecError
+from reidlib.sweep.ledger import FINISHED, Ledger
+from reidlib.sweep.spec import DEFAULT_NOTEBOOK, DRIVER_KEYS, EVALUATION_NOTEBOOK, Spec, flatten_parameters, leaves
+
+EVALUATION_KEYS = ("TEST.RE_RANKING", "TEST.RERANK_K1", "TEST.RERANK_K2", "TEST.RERANK_LAMBDA", "TEST.NECK_FEAT",
+                   "TEST.FEAT_NORM")
+RUNTIME_KEYS = ("MODEL.DEVICE", "TEST.IMS_PER_BATCH", "TEST.RERANK_MEMORY_MB")  # where and in what chunks, not what
+WEIGHT = "TEST.WEIGHT"
+
+
+@dataclass
+class TrainedRun:
+    """A trained run an evaluation sweep evaluates: its executed notebook's config and summary."""
+
+    sweep_dir: Path
+    trial: str  # a trial's name, or 'final'
+    notebook: Path
+    config: dict  # its effective config, dotted keys
+    summary: dict
+
+    @property
+    def ref(self) -> str:
+        return f"{self.sweep_dir}/{self.trial}"
+
+    @property
+    def checkpoint(self) -> Path | None:
+        path = self.summary.get("checkpoint")
+        return Path(path) if path else None
+
+
+def _sweep_dir(ref: str, runs_dir: Path) -> Path | None:
+    for candidate in (Path(ref), runs_dir / ref):
+        if (candidate / "sweep.db").is_file():
+            return candidate.resolve()
+    return None
+
+
+def _selected_trial(sweep_dir: Path) -> str:
+    from reidlib.analysis import open_local_sweep  # the one definition of a sweep's best run
+
+    best = open_local_sweep(sweep_dir).best_run()
+    if best is None:
+        raise SpecError("from", f"sweep {sweep_dir.name} has no finished trial to evaluate")
+    return best.name
+
+
+def find_trained_run(ref, runs_dir: str | Path = "runs") -> TrainedRun:
+    """The trained run ``from: ref`` names (see the module's docstring); ``SpecError`` on 'from' if none."""
+    if not isinstance(ref, str) or not ref.strip("/ "):
+        raise SpecError("from", f"expected '<sweep-id>[/<trial>]' or '<sweep-id>/final', got {ref!r}")
+    from reidlib.sweep.finalize import FINAL_DIR, read_final  # finalize imports the driver, which imports this
+
+    ref, runs_dir = ref.rstrip("/"), Path(runs_dir)
+    sweep_dir, trial = _sweep_dir(ref, runs_dir), None
+    if sweep_dir is None:
+        head, _, trial = ref.rpartition("/")
+        sweep_dir = _sweep_dir(head, runs_dir) if head else None
+        if sweep_dir is None:
+            raise SpecError("from", f"no sweep {ref!r} (looked for sweep.db in {ref} and {runs_dir / ref})")
+    if trial == FINAL_DIR:
+        final = read_final(sweep_dir)
+        if final is None:
+            raise SpecError("from", f"{ref}: sweep {sweep_dir.name} is not finalized (reid-sweep finalize {sweep_dir.name})")
+        notebook = final["notebook"]
+    else:
+        trial = trial or _selected_trial(sweep_dir)
+        ledger = Ledger.open(sweep_dir)
+        try:
+            found = next((t for t in ledger.trials() if t.name == trial), None)
+        finally:
+            ledger.close()
+        if found is None or found.state != FINISHED or not found.notebook:
+            raise SpecError("from", f"expected a finished trial of sweep {sweep_dir.name}, got {trial!r}")
+        notebook = found.notebook
+    import nbformat
+
+    scraps = contract.scraps_in(nbformat.read(notebook, as_version=4))
+    run = TrainedRun(sweep_dir, trial, Path(notebook), scraps.get(contract.CONFIG) or {}, scraps.get(contract.SUMMARY) or {})
+    if run.checkpoint is None or not run.checkpoint.is_file():
+        raise SpecError("from", f"{ref}: its checkpoint {run.checkpoint} is missing; an evaluation sweep needs it")
+    return run
+
+
+def check_evaluation_keys(spec: Spec) -> None:
+    """Only test-time keys: searched ones among ``EVALUATION_KEYS``, constant ones also ``RUNTIME_KEYS``."""
+    defaults = get_defaults()
+
+    def check(path: str, name: str, allowed: tuple) -> None:
+        try:
+            key = resolve_key(defaults, name)
+        except ConfigError as err:
+            raise SpecError(path, err.message) from None
+        if key not in allowed:
+            raise SpecError(path, f"{key} is not a test-time key: an evaluation sweep (from:) evaluates a trained model "
+                                  f"without retraining, over {', '.join(allowed)}")
+
+    if spec.config_file:
+        raise SpecError("config_file", "an evaluation sweep evaluates with the trained run's config (from:): remove it")
+    if spec.search_config.get("early_terminate"):
+        raise SpecError("early_terminate", "an evaluation trial has one epoch: there is nothing to stop early")
+    for path, name, value in leaves(spec.search_config["parameters"]):
+        if name == "overrides":
+            for i, choice in enumerate(value.get("values", [value.get("value")])):
+                for key in choice if isinstance(choice, dict) else {}:
+                    check(f"{path}.values[{i}].{key}", key, EVALUATION_KEYS)
+        else:
+            check(path, name, EVALUATION_KEYS)
+    for name in flatten_parameters(spec.defaults):
+        check(f"defaults.{name}", name, EVALUATION_KEYS + RUNTIME_KEYS)
+
+
+def evaluating(spec: Spec, ref: str) -> Spec:
+    """``spec`` evaluating ``ref`` (``--from``), in place of its ``from:``."""
+    return replace(spec, evaluates=ref, notebook=EVALUATION_NOTEBOOK if spec.notebook == DEFAULT_NOTEBOOK else spec.notebook)
+
+
+def resolve_evaluation(spec: Spec, runs_dir: str | Path = "runs") -> Spec:
+    """An evaluation spec made runnable: the trained run's effective config and checkpoint (``TEST.WEIGHT``)
+    in its defaults, under the spec's own, and ``from`` resolved to that run (``<sweep dir>/<trial>``, what
+    the ledger keeps and the analysis compares with). A training spec is returned as it is."""
+    if spec.evaluates is None:
+        return spec
+    check_evaluation_keys(spec)
+    trained = find_trained_run(spec.evaluates, runs_dir)
+    given = {resolve_key(get_defaults(), name) for name in flatten_parameters(spec.defaults)}
+    config = {k: v for k, v in trained.config.items() if k not in DRIVER_KEYS and k not in given}
+    return replace(spec, defaults={**config, WEIGHT: str(trained.checkpoint), **spec.defaults}, evaluates=trained.ref)
