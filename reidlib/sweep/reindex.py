@@ -47,11 +47,13 @@ def _timestamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-def trial_params(papermill_parameters: dict) -> dict:
-    """The sweep's parameters of a trial, from the parameters papermill injected."""
+def trial_params(papermill_parameters: dict, spec: dict | None = None) -> dict:
+    """The sweep's parameters of a trial, from the parameters papermill injected: less the spec's
+    ``defaults`` that no parameter searches (constants every trial got, the held-out share too)."""
     params = {k: v for k, v in papermill_parameters.items() if k not in _DRIVER_PARAMETERS}
     params.update({k: v for k, v in (papermill_parameters.get("overrides") or {}).items() if k != "WANDB.ENABLE"})
-    return params
+    constants = set((spec or {}).get("defaults") or {}) - set((spec or {}).get("parameters") or {})
+    return {k: v for k, v in params.items() if k not in constants}
 
 
 @dataclass
@@ -64,7 +66,7 @@ class NotebookRecord:
     fields: dict  # for Ledger.update_trial
 
 
-def read_notebook_record(path: Path, sweep_id: str) -> NotebookRecord | None:
+def read_notebook_record(path: Path, sweep_id: str, spec: dict | None = None) -> NotebookRecord | None:
     """The trial an executed notebook records, or None (one warning naming it) if it cannot be read:
     half-written (before writes were atomic), emptied, not a notebook."""
     try:
@@ -79,7 +81,7 @@ def read_notebook_record(path: Path, sweep_id: str) -> NotebookRecord | None:
     errors = [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     state = CRASHED if summary is None and not errors else state_of(status, bool(errors))
-    return NotebookRecord(state, trial_params(papermill.get("parameters", {})), epochs, dict(
+    return NotebookRecord(state, trial_params(papermill.get("parameters", {}), spec), epochs, dict(
         config=scraps.get(contract.CONFIG), summary=summary, notebook=str(path),
         wandb_id=f"{sweep_id}-{path.stem}", started=_timestamp(papermill.get("start_time")),
         ended=_timestamp(papermill.get("end_time")),
@@ -121,7 +123,7 @@ def reindex(sweep_dir: str | Path) -> Path:
         if destination := _saved_wandb_destination(sweep_dir):
             ledger.record_wandb_destination(destination)
         for path in sorted((sweep_dir / "trials").glob("trial-*.ipynb")):
-            record = read_notebook_record(path, sweep_dir.name)
+            record = read_notebook_record(path, sweep_dir.name, spec)
             if record is None:
                 continue
             name = path.stem
