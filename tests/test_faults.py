@@ -272,31 +272,6 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_it_resumes(grid_spec, tmp
     assert_records_agree(directory)
 
 
-def test_a_notebook_that_finds_the_disk_full_is_named_in_one_line(grid_spec, tmp_path, monkeypatch, capsys):
-    values = [1e-3, 1e-2]
-    spec = grid_spec(values)
-    sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
-    directory = tmp_path / "runs" / sweep_id
-    notebook = directory / "trials" / "trial-002.ipynb"
-    notebook.parent.mkdir()
-    notebook.symlink_to("/dev/full")  # a real ENOSPC from the kernel on every write
-    monkeypatch.chdir(tmp_path)
-    code = cli.main(["run", str(spec), "--sweep-id", sweep_id, "--runs-dir", "runs", "--wandb", "offline"])
-
-    assert code == 2
-    assert error_line(capsys.readouterr().err).startswith(f"error: {notebook}: disk full (No space left on device)")
-    assert_no_process_left()
-
-    notebook.unlink()
-    sweep(spec, tmp_path, sweep_id=sweep_id)
-    trials = trials_of(directory)
-    assert [(t.name, t.state) for t in trials] == [("trial-001", "finished"), ("trial-002", "crashed"),
-                                                   ("trial-003", "finished")]
-    assert "No space left on device" in trials[1].exit_reason and trials[2].retry_of == "trial-002"
-    assert_one_finished_trial_per_point(directory, values)
-    assert_records_agree(directory)
-
-
 # --- 4. four driver processes on one ledger ---------------------------------------------------------
 
 

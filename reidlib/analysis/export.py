@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -21,6 +22,9 @@ import yaml
 
 from reidlib.analysis import SELECTED_ON_TEST, LocalSweep, leaderboard, selected_on_test
 from reidlib.sweep.finalize import read_final
+from reidlib.sweep.files import own_dir, write_atomic
+
+log = logging.getLogger(__name__)
 
 
 def _nested(flat: dict) -> dict:
@@ -39,19 +43,18 @@ def export_best(sweep: LocalSweep) -> dict[str, Path] | None:
     best = sweep.best_run()
     if best is None or not best.trial.config:
         return None
-    out = sweep.directory / "best"
-    out.mkdir(exist_ok=True)
+    out = own_dir(sweep.directory / "best")
     config = {**best.trial.config, "OUTPUT_DIR": str(out / "retrain"), "WANDB.ENABLE": False}
     paths = {"config": out / "best_config.yaml", "summary": out / "summary.json", "model": out / "model.pth"}
     header = f"# The best trial of sweep {sweep.id} ({best.name}), as it trained: a complete reidlib YACS file.\n"
-    paths["config"].write_text(header + yaml.safe_dump(_nested(config), sort_keys=True))
+    write_atomic(paths["config"], header + yaml.safe_dump(_nested(config), sort_keys=True))
     name, goal = sweep.metric
     final = read_final(sweep.directory)
     final = final if final and final.get("trial") == best.name else None
     held_out = best.summary.get("val_ids")
     selection = SELECTED_ON_TEST if selected_on_test(sweep) else \
         f"selected on {name} of {held_out} training identities held out from training (test/* never searched on)"
-    paths["summary"].write_text(json.dumps({
+    write_atomic(paths["summary"], json.dumps({
         "sweep": sweep.id, "metric": {"name": name, "goal": goal}, "selection": selection, "best_trial": best.name,
         "parameters": best.config,
         "metrics": {k: v for k, v in best.summary.items() if k.startswith(("val/", "last/", "test/"))},
@@ -76,14 +79,13 @@ def notebook_html(notebook: Path, target: Path) -> Path:
     with warnings.catch_warnings():  # scrapbook's scraps are invisible outputs by design
         warnings.simplefilter("ignore", UserWarning)
         body, _ = HTMLExporter(exclude_input=True).from_filename(str(notebook))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(body)
+    write_atomic(own_dir(target.parent) / target.name, body)
     return target
 
 
 def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
     """``report/index.html``: the analysis on top, then one row per trial linked to its report."""
-    report = sweep.directory / "report"
+    report = own_dir(sweep.directory / "report")
     analysis_link = ""
     if analysis and analysis.is_file():
         notebook_html(analysis, report / "analysis.html")
@@ -95,15 +97,19 @@ def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
         notebook = runs[trial].notebook_path
         link = html.escape(trial)
         if notebook and notebook.is_file():
-            notebook_html(notebook, report / "trials" / f"{trial}.html")
-            link = f'<a href="trials/{html.escape(trial)}.html">{html.escape(trial)}</a>'
+            try:
+                notebook_html(notebook, report / "trials" / f"{trial}.html")
+                link = f'<a href="trials/{html.escape(trial)}.html">{html.escape(trial)}</a>'
+            except Exception as err:  # nbformat and nbconvert raise many kinds for a damaged file
+                log.warning("report: skipped %s: not a readable notebook (%s: %s)", notebook, type(err).__name__,
+                            str(err)[:200])
         cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.to_numpy())
         rows.append(f"<tr><td>{link}</td>{cells}</tr>")
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["trial", *board.columns])
     if selected_on_test(sweep):
         analysis_link += f"<p><strong>Warning: {html.escape(SELECTED_ON_TEST)}.</strong></p>"
     index = report / "index.html"
-    index.write_text(f"""<!doctype html><html><head><meta charset="utf-8"><title>sweep {html.escape(sweep.id)}</title>
+    write_atomic(index, f"""<!doctype html><html><head><meta charset="utf-8"><title>sweep {html.escape(sweep.id)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style>
 </head><body><h1>Sweep {html.escape(sweep.id)} ({html.escape(sweep.name or '')})</h1>{analysis_link}
 <table><tr>{head}</tr>{''.join(rows)}</table></body></html>""")

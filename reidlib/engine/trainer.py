@@ -6,6 +6,7 @@ Two evaluations: ``val/*`` every ``SOLVER.EVAL_PERIOD`` epochs on the held-out t
 query/gallery once, when training ends (finished or stopped early), of the final weights."""
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -179,15 +180,23 @@ def evaluate_test(cfg, model, loaders, device, last_epoch: dict) -> dict:
 
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criterion=None, center_optimizer=None) -> None:
-    """Write to a temporary file then rename: a crash never leaves a half-written checkpoint."""
+    """Write to a new temporary file then rename: a crash never leaves a half-written checkpoint, a full
+    disk leaves no partial file, and a symlink planted at either name is never followed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch}
     if center_optimizer is not None:
         state.update(center=criterion.center.state_dict(), center_optimizer=center_optimizer.state_dict())
-    torch.save(state, tmp)
-    tmp.replace(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.unlink(missing_ok=True)  # a crashed save's leftover, or a planted link: O_EXCL then never follows
+    handle = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as out:
+            torch.save(state, out)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def load_checkpoint(path: str, model, optimizer, scheduler, device, criterion=None, center_optimizer=None) -> int:

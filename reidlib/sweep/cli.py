@@ -5,6 +5,7 @@ Errors a user causes print one line (``error: <field>: <what was expected>``) an
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import math
@@ -15,6 +16,14 @@ from pathlib import Path
 from reidlib.errors import ReidSweepError, SpecError, SweepStateError
 
 EXIT_USER_ERROR = 2
+
+
+def os_error_line(err: OSError) -> str:
+    """``<file>: <what happened>; <what to do>`` for an OSError."""
+    advice = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space", errno.EACCES: "check its permissions",
+              errno.EPERM: "check its permissions", errno.EROFS: "make it writable"}
+    what = "; ".join(filter(None, (err.strerror or str(err), advice.get(err.errno))))
+    return f"{err.filename}: {what}" if err.filename else what
 
 
 def _spec_amendments(args) -> dict:
@@ -67,6 +76,7 @@ def _report(sweep_dir: Path) -> None:
 def _cmd_run(args) -> int:
     from reidlib.sweep.bridge import wandb_destination, wandb_mode
     from reidlib.sweep.driver import run_sweep, running_elsewhere
+    from reidlib.sweep.lease import DriverLease
 
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
@@ -92,9 +102,9 @@ def _cmd_run(args) -> int:
             directory = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
                                   wandb=args.wandb, project=args.project, entity=args.entity,
                                   time_limit=args.time_limit, workers=args.workers, gpus=gpus).directory
-        others = running_elsewhere(directory)
-        if others:  # drivers that joined this sweep: the last to end writes the report
-            print(f"sweep {directory.name}: this driver is done; other drivers still run {', '.join(others)}; "
+        if DriverLease.any_alive(directory):  # drivers that joined this sweep: the last to end writes the report
+            running = ", ".join(running_elsewhere(directory)) or "no trial now"
+            print(f"sweep {directory.name}: this driver is done; other drivers still run ({running}); "
                   f"the last to end writes the report (or: reid-sweep report {directory.name})")
             continue
         if args.finalize:
@@ -299,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except ReidSweepError as err:
         print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as err:  # the machine's doing (permissions, a full disk), not a bug: what to do, in one line
+        print(f"error: {os_error_line(err)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: resume with --sweep-id", file=sys.stderr)

@@ -11,8 +11,11 @@ failed trials (errors, divergence, out of memory) are imputed the worst value by
 so a learning-rate sweep that reaches into divergence learns to stay away from it.
 
 Retries come first: a trial that crashed (its kernel or driver died) or that the user interrupted
-(Ctrl-C, ``reid-sweep stop``) runs again with the same parameters when the sweep resumes, and one that ran out of GPU memory runs again once with ``SOLVER.IMS_PER_BATCH`` halved
-(kept a multiple of ``DATALOADER.NUM_INSTANCE``). A retried trial no longer counts towards ``count``.
+(Ctrl-C, ``reid-sweep stop``) runs again with the same parameters, and again each time its retry
+is interrupted, so no grid point is lost. Only a trial whose own kernel keeps dying (the driver lives
+on) is capped: the ``MAX_KERNEL_DEATHS``-th death of one point fails it (``capped_crash``).
+One that ran out of GPU memory runs again once with ``SOLVER.IMS_PER_BATCH`` halved (kept a
+multiple of ``DATALOADER.NUM_INSTANCE``). A retried trial no longer counts towards ``count``.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import math
 import warnings
 
 from reidlib.errors import ReidSweepError
-from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Trial
+from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, KERNEL_DIED, RUNNING, STOPPED, Trial
 from reidlib.sweep.spec import Spec
 
 with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
@@ -32,6 +35,7 @@ _RUN_STATE = {RUNNING: RunState.running, FINISHED: RunState.finished, STOPPED: R
 MAX_STARTUP_FAILURES = 5  # like the W&B agent's flapping guard
 BATCH_KEYS = ("ims_per_batch", "SOLVER.IMS_PER_BATCH")
 INTERRUPTIONS = ("interrupted", "stop command")  # stop reasons that are not the search's own decision
+MAX_KERNEL_DEATHS = 3  # a grid point whose kernel died by itself this many times is failed
 
 
 class SweepPaused(ReidSweepError):
@@ -67,6 +71,32 @@ def halved_batch(trial: Trial) -> dict | None:
     return {**params, "ims_per_batch": smaller}
 
 
+def interrupted(trial: Trial) -> bool:
+    """Whether a trial ended before its time for a reason outside the search: it runs again."""
+    return trial.state == CRASHED or (trial.state == STOPPED and trial.exit_reason in INTERRUPTIONS)
+
+
+def kernel_died(trial: Trial) -> bool:
+    return trial.state == CRASHED and (trial.exit_reason or "").startswith(KERNEL_DIED)
+
+
+def lineage(trials: list[Trial], trial: Trial) -> list[Trial]:
+    """The trial and those it runs again, newest first."""
+    by_name, line = {t.name: t for t in trials}, [trial]
+    while line[-1].retry_of in by_name and len(line) <= len(trials):
+        line.append(by_name[line[-1].retry_of])
+    return line
+
+
+def capped_crash(trials: list[Trial], trial: Trial, reason: str) -> tuple[str, str]:
+    """``(state, exit reason)`` of a trial whose kernel just died while its driver lived: crashed (it
+    runs again), or failed once its point's kernel has died ``MAX_KERNEL_DEATHS`` times."""
+    deaths = 1 + sum(kernel_died(t) for t in lineage(trials, trial)[1:])
+    if deaths < MAX_KERNEL_DEATHS:
+        return CRASHED, reason
+    return FAILED, f"kernel died {deaths} times (the retry cap); last: {reason}"
+
+
 class LocalController:
     def __init__(self, spec: Spec, count: int | None = None):
         self.spec = spec
@@ -86,14 +116,15 @@ class LocalController:
 
     @staticmethod
     def _retry(trials: list[Trial]) -> tuple[dict, str] | None:
-        retried = {t.retry_of for t in trials if t.retry_of}
+        superseded = {t.retry_of for t in trials if t.retry_of}
         for trial in trials:
-            if trial.name in retried or trial.retry_of:
-                continue  # one retry per trial
-            if trial.state == CRASHED or (trial.state == STOPPED and trial.exit_reason in INTERRUPTIONS):
+            if trial.name in superseded:
+                continue  # already run again
+            if interrupted(trial):
                 return trial.params, trial.name
-            if trial.state == FAILED and (trial.summary or {}).get("status") == "oom":
-                params = halved_batch(trial)
+            if trial.state == FAILED and (trial.summary or {}).get("status") == "oom" and \
+                    not any((t.summary or {}).get("status") == "oom" for t in lineage(trials, trial)[1:]):
+                params = halved_batch(trial)  # once per point
                 if params is not None:
                     return params, trial.name
         return None
@@ -102,6 +133,8 @@ class LocalController:
     def check_flapping(trials: list[Trial]) -> None:
         streak = []
         for trial in reversed([t for t in trials if t.state != RUNNING]):
+            if interrupted(trial) and not kernel_died(trial):
+                continue  # its driver died or was stopped: not the trial's failure
             if trial.state not in (FAILED, CRASHED) or trial.history:
                 break
             streak.append(trial)

@@ -6,7 +6,9 @@ trial to stop after its current epoch and waits for it (its notebook is saved wi
 Ctrl-C kills the kernels. ``--sweep-id`` resumes: finished trials stay, interrupted ones run again.
 Several driver processes may run one sweep at once (each started with ``--sweep-id``): the ledger
 hands each grid point out once, and a driver tells another's running trials from a dead one's by its
-``DriverLease``. A full disk or a ledger locked past its timeout stops the sweep with one line.
+``DriverLease``; a dead driver's trials are taken over (``adopt_orphans``) by the next driver to claim a
+trial, and a driver with nothing left to run waits while others still run trials, so none is left
+unrun when one of them dies. A full disk or a ledger locked past its timeout stops the sweep with one line.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -27,18 +30,20 @@ from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
-from reidlib.sweep.controller import LocalController
+from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash
 from reidlib.sweep.evaluation_spec import resolve_evaluation
+from reidlib.sweep.files import own_dir
 from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
-from reidlib.sweep.reindex import SPEC_FILE, save_wandb_destination
+from reidlib.sweep.reindex import SPEC_FILE, recover_finished, save_wandb_destination
 from reidlib.sweep.runner import KernelPool, execute_notebook
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
 log = logging.getLogger(__name__)
 
 SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
+OTHERS_POLL_S = 1.0  # how often a driver with nothing left to run looks at other drivers' trials
 REPORT_LOCK = ".report.lock"  # in runs/<id>/: drivers that end together write the report one after the other
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "analysis.ipynb"  # the repo's
@@ -79,10 +84,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
             (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
         lease = DriverLease(directory)
         ledger.worker = lease.token
-        for trial in ledger.trials():
-            # its driver died; the kernel followed it (ipykernel's parent poller)
-            if trial.state == RUNNING and not DriverLease.alive(directory, trial.worker):
-                ledger.end_trial(trial.name, CRASHED, trial.summary, DRIVER_GONE)
+        adopt_orphans(ledger, directory)
     else:
         sweep_id = new_id or new_sweep_id()
         directory = runs_dir / sweep_id
@@ -92,6 +94,21 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
         ledger = Ledger.create(directory, sweep_id, spec.name, spec.to_dict())
         ledger.worker = lease.token
     return SweepSession(sweep_id, spec, directory, ledger, project_dir, lease)
+
+
+def adopt_orphans(ledger: Ledger, sweep_dir: Path) -> None:
+    """Take over what dead drivers left: a running trial whose driver is gone (its lease let go, even
+    on SIGKILL; its kernel followed it, ipykernel's parent poller) is recorded from its notebook when
+    that holds its summary, else marked crashed so that it runs again. A crashed trial not yet run
+    again whose notebook holds its summary is recorded from it too: finished work is never re-run."""
+    trials = ledger.trials()
+    superseded = {t.retry_of for t in trials if t.retry_of}
+    for trial in trials:
+        orphan = trial.state == RUNNING and not DriverLease.alive(sweep_dir, trial.worker)
+        if orphan or (trial.state == CRASHED and trial.name not in superseded):
+            if not recover_finished(ledger, trial) and orphan:
+                ledger.update_trial(trial.name, if_state=(RUNNING,), state=CRASHED, exit_reason=DRIVER_GONE,
+                                    ended=time.time())
 
 
 def running_elsewhere(sweep_dir: Path) -> list[str]:
@@ -136,6 +153,7 @@ class RunningTrials:
         self._lock = threading.Lock()
         self._dirs: dict[str, str] = {}
         self._pids: dict[str, int] = {}
+        self._doomed: set[str] = set()  # to be killed once their kernel is known
 
     def add(self, name: str, output_dir: str) -> None:
         with self._lock:
@@ -144,11 +162,15 @@ class RunningTrials:
     def kernel_started(self, name: str, pid: int) -> None:
         with self._lock:
             self._pids[name] = pid
+            doomed = name in self._doomed
+        if doomed:  # its kill came while papermill was still starting it (a slow, loaded machine)
+            self.kill(name)
 
     def remove(self, name: str) -> None:
         with self._lock:
             self._dirs.pop(name, None)
             self._pids.pop(name, None)
+            self._doomed.discard(name)
 
     def stop(self, name: str, reason: str) -> None:
         with self._lock:
@@ -162,6 +184,8 @@ class RunningTrials:
     def kill(self, name: str) -> None:
         with self._lock:
             pid = self._pids.get(name)
+            if name in self._dirs:
+                self._doomed.add(name)
         if pid:
             try:
                 os.kill(pid, signal.SIGKILL)
@@ -198,6 +222,7 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
     """
     params = trial_parameters(session, trial)
     notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
+    own_dir(params["output_dir"])  # the trial's files go there, not where a link planted there points
     running.add(trial.name, params["output_dir"])
     contract.record_verdict(params["output_dir"], 0)  # tells the trial a driver decides on its epochs
     if run is None:
@@ -231,9 +256,14 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
         state = state_of(status, bool(outcome.error))
         reason = outcome.error or (None if status in ("finished", "stopped_early") else status)
         stop_reason = _stop_reason(params["output_dir"])
-        if outcome.kernel_died:
-            state = FAILED if stop_reason == "time limit" else CRASHED
-            reason = "time limit: killed after the grace period" if stop_reason == "time limit" else outcome.error
+        if outcome.kernel_died and stop_reason == "time limit":
+            state, reason = FAILED, "time limit: killed after the grace period"
+        elif outcome.kernel_died and stop_reason in INTERRUPTIONS:  # killed at the user's second Ctrl-C
+            state, reason = STOPPED, stop_reason
+        elif outcome.kernel_died:
+            state, reason = capped_crash(session.ledger.trials(), trial, outcome.error)
+            if state == FAILED:
+                log.warning("%s failed: %s", trial.name, reason)
         elif state == STOPPED:
             reason = stop_reason
     except OSError as err:  # the driver's own writes (the notebook, the kernel log)
@@ -314,10 +344,23 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     def choose(trials):
         return None if stopping.is_set() or stop_file.exists() else controller.next_trial(trials)
 
+    def others_running() -> bool:
+        return any(t.state == RUNNING and t.worker != session.lease.token for t in session.ledger.trials())
+
+    def claim() -> Trial | None:
+        """The next trial; None once the sweep is done or stopping. While other drivers still run
+        trials it waits: one of theirs runs again here if its driver dies."""
+        while True:
+            adopt_orphans(session.ledger, session.directory)
+            trial = session.ledger.claim_trial(choose)
+            if trial is not None or stopping.is_set() or stop_file.exists() or not others_running():
+                return trial
+            stopping.wait(OTHERS_POLL_S)
+
     def work(env):
         pool = KernelPool(env, session.project_dir, session.directory / "trials")
         try:
-            while (trial := session.ledger.claim_trial(choose)) is not None:
+            while (trial := claim()) is not None:
                 state = run_trial(session, controller, trial, options, running, env, pool=pool)
                 bar.set_postfix_str(f"{trial.name} {state}")
                 bar.update(0 if trial.retry_of else 1)
@@ -356,9 +399,11 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     finally:
         bar.close()
         session.lease.release()  # every trial of this driver has ended
+        trials = session.ledger.trials(with_history=True) if not errors else []
+        session.ledger.close()
     if errors:
         raise errors[0]
-    return SweepResult(session.sweep_id, session.directory, session.ledger.trials(with_history=True))
+    return SweepResult(session.sweep_id, session.directory, trials)
 
 
 def _wait(done: list[threading.Event]) -> None:
@@ -370,9 +415,9 @@ def _wait(done: list[threading.Event]) -> None:
 
 def stop_sweep(sweep_dir: Path) -> list[str]:
     """``reid-sweep stop``: no new trials, and running ones end after their current epoch."""
-    (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
-    ledger = Ledger.open(sweep_dir)
+    ledger = Ledger.open(sweep_dir)  # first: a damaged sweep is refused before anything is written
     try:
+        (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
         names = [t.name for t in ledger.trials() if t.state == RUNNING and DriverLease.alive(sweep_dir, t.worker)]
     finally:
         ledger.close()

@@ -9,6 +9,7 @@ disk full) is rolled back and raised as one line naming the file.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -24,6 +25,7 @@ LEGACY_WANDB_DESTINATION = '{"project": "reid-sweep", "entity": null}'  # before
 LOCK_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction before giving up
 # Trial states. 'stopped' = ended early on the driver's request (hyperband, run cap, Ctrl-C).
 RUNNING, FINISHED, STOPPED, FAILED, CRASHED = "running", "finished", "stopped", "failed", "crashed"
+KERNEL_DIED = "kernel died"  # how the exit reason of a trial whose kernel died by itself begins
 
 
 def state_of(status: str | None, errored: bool) -> str:
@@ -65,13 +67,40 @@ class Trial:
 
 
 class Ledger:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, new: bool = False):
+        """Open the ledger at ``path``; ``new``: make it (the file must not exist yet). An existing one
+        is checked before anything is written to it: a damaged ledger is an error naming it, never
+        replaced by an empty one (only ``reid-sweep reindex`` writes a ledger anew)."""
         self.path = Path(path)
         self.worker: str | None = None  # the token this driver writes on the trials it claims (lease.DriverLease)
+        self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
+        if not new:
+            self._check_file()
         self._conn = sqlite3.connect(self.path, timeout=LOCK_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
-        self._conn.executescript(_SCHEMA)
+        try:
+            if not new:
+                tables = {row[0] for row in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if not {"sweep", "trials", "history"} <= tables or \
+                        not self._conn.execute("SELECT COUNT(*) FROM sweep").fetchone()[0]:
+                    raise sqlite3.DatabaseError(f"tables {sorted(tables)}, no sweep recorded")
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA busy_timeout={int(LOCK_TIMEOUT_S * 1000)}")
+            self._conn.executescript(_SCHEMA)
+            self._upgrade()
+        except sqlite3.Error as err:
+            self._conn.close()
+            raise self._failure(err) from err
+
+    def _check_file(self) -> None:
+        # stat, never open: closing any descriptor of the file drops this process's SQLite locks on it
+        if self.path.stat().st_size == 0:
+            raise SweepStateError(str(self.path), f"damaged: empty (0 bytes); {self._rebuild}")
+
+    @property
+    def _rebuild(self) -> str:
+        return f"rebuild it from the trial notebooks with 'reid-sweep reindex {self.path.parent}'"
+
+    def _upgrade(self) -> None:
         # a ledger from before retries, drivers and the W&B destination were recorded
         for table, column in (("trials", "retry_of"), ("trials", "worker"), ("sweep", "wandb")):
             if column not in {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}:
@@ -82,15 +111,24 @@ class Ledger:
                         raise
                 if column == "wandb":  # where those sweeps sent their runs unless told otherwise
                     self._conn.execute("UPDATE sweep SET wandb = ? WHERE wandb IS NULL", (LEGACY_WANDB_DESTINATION,))
-        self._lock = threading.RLock()  # one connection, shared by the driver's worker threads
 
     @classmethod
     def create(cls, sweep_dir: str | Path, sweep_id: str, name: str, spec: dict, filename: str = LEDGER_FILE) -> "Ledger":
-        ledger = cls(Path(sweep_dir) / filename)
-        with ledger._write() as db:
-            db.execute("INSERT INTO sweep (id, name, spec, created) VALUES (?, ?, ?, ?)",
-                       (sweep_id, name, json.dumps(spec), time.time()))
-        return ledger
+        """A new ledger with its sweep recorded. It is made under a temporary name and renamed into
+        place whole, so a reader (``status``, a joining driver) never meets one without its tables."""
+        path = Path(sweep_dir) / filename
+        partial = path.with_name(f".{filename}.new")
+        for leftover in (partial, Path(f"{partial}-wal"), Path(f"{partial}-shm")):
+            leftover.unlink(missing_ok=True)
+        ledger = cls(partial, new=True)
+        try:
+            with ledger._write() as db:
+                db.execute("INSERT INTO sweep (id, name, spec, created) VALUES (?, ?, ?, ?)",
+                           (sweep_id, name, json.dumps(spec), time.time()))
+        finally:
+            ledger.close()  # the last connection: SQLite folds its WAL into the file
+        os.replace(partial, path)
+        return cls(path)
 
     @classmethod
     def open(cls, sweep_dir: str | Path) -> "Ledger":
@@ -117,26 +155,38 @@ class Ledger:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
                     raise
-            except sqlite3.OperationalError as err:
-                raise self._unwritable(err) from err
+            except sqlite3.Error as err:
+                raise self._failure(err) from err
 
-    def _unwritable(self, err: sqlite3.OperationalError) -> Exception:
-        """SQLite's 'database is locked' and 'database or disk is full' as one line a user can act on."""
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as err:
+                raise self._failure(err) from err
+
+    def _failure(self, err: sqlite3.Error) -> Exception:
+        """What SQLite says (locked, disk full, read-only, damaged) as one line a user can act on."""
         resume = f"resume the sweep (--sweep-id {self.path.parent.name})"
-        if "locked" in str(err):
+        text = str(err)
+        if "locked" in text:
             return SweepStateError(str(self.path), f"locked by another process for over {LOCK_TIMEOUT_S:g} s, so "
                                    f"nothing was written; once it lets go, {resume}")
-        if "full" in str(err):
+        if "full" in text:
             return SweepStateError(str(self.path), f"disk full ({err}), so the last write was not recorded; "
                                    f"free some space, then {resume}")
-        return err
+        if "readonly" in text or "unable to open" in text or "disk I/O" in text:
+            return SweepStateError(str(self.path), f"cannot be written ({err}); SQLite writes beside it even to "
+                                   f"read it: check the permissions of {self.path.parent}")
+        return SweepStateError(str(self.path), f"damaged ({err}); {self._rebuild}")
 
     # --- sweep ---
 
     def sweep(self) -> dict:
         """The sweep's id, name, spec, creation time and ``wandb`` destination (``{}`` until recorded)."""
-        with self._lock:
-            row = self._conn.execute("SELECT id, name, spec, created, wandb FROM sweep").fetchone()
+        with self._read() as db:
+            row = db.execute("SELECT id, name, spec, created, wandb FROM sweep").fetchone()
         return {"id": row[0], "name": row[1], "spec": json.loads(row[2]), "created": row[3],
                 "wandb": json.loads(row[4]) if row[4] else {}}
 
@@ -176,15 +226,19 @@ class Ledger:
         if fields:
             self.update_trial(name, **fields)
 
-    def update_trial(self, name: str, **fields: Any) -> None:
-        """Set columns of a trial; dict values are stored as JSON."""
+    def update_trial(self, name: str, if_state: tuple[str, ...] | None = None, **fields: Any) -> bool:
+        """Set columns of a trial (dict values are stored as JSON); with ``if_state``, only while the
+        trial is in one of those states (another process may have ended it meanwhile). Returns
+        whether the trial was updated."""
         allowed = {"state", "config", "summary", "notebook", "wandb_id", "started", "ended", "exit_reason"}
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown trial fields {sorted(unknown)}")
         values = [json.dumps(v) if k in ("config", "summary") else v for k, v in fields.items()]
+        condition = f" AND state IN ({', '.join('?' * len(if_state))})" if if_state else ""
         with self._write() as db:
-            db.execute(f"UPDATE trials SET {', '.join(f'{k} = ?' for k in fields)} WHERE name = ?", (*values, name))
+            return db.execute(f"UPDATE trials SET {', '.join(f'{k} = ?' for k in fields)} WHERE name = ?{condition}",
+                              (*values, name, *(if_state or ()))).rowcount > 0
 
     def end_trial(self, name: str, state: str, summary: dict | None, exit_reason: str | None = None) -> None:
         self.update_trial(name, state=state, summary=summary, exit_reason=exit_reason, ended=time.time())
@@ -194,7 +248,7 @@ class Ledger:
             db.execute("INSERT OR REPLACE INTO history VALUES (?, ?, ?)", (name, int(metrics["epoch"]), json.dumps(metrics)))
 
     def trials(self, with_history: bool = False) -> list[Trial]:
-        with self._lock:
+        with self._read():
             return self._read_trials(with_history)
 
     def _read_trials(self, with_history: bool) -> list[Trial]:

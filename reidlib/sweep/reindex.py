@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import nbformat
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, Ledger, state_of
+from reidlib.sweep.files import write_atomic
+from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, RUNNING, Ledger, Trial, state_of
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"  # written beside the ledger when a sweep is created
@@ -29,14 +31,7 @@ def save_wandb_destination(sweep_dir: Path, destination: dict) -> None:
     try:
         if path.is_file() and path.read_text() == text:
             return
-        handle, partial = tempfile.mkstemp(dir=sweep_dir, prefix=f".{WANDB_FILE}.")  # its own: drivers race here
-        try:
-            with os.fdopen(handle, "w") as out:
-                out.write(text)
-            os.replace(partial, path)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text)  # each writer its own temporary file: drivers race here
     except OSError as err:
         log.warning("could not write %s (%s); the ledger still records the W&B destination", path, err)
 
@@ -52,16 +47,69 @@ def _timestamp(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
-def trial_params(papermill_parameters: dict) -> dict:
-    """The sweep's parameters of a trial, from the parameters papermill injected."""
+def trial_params(papermill_parameters: dict, spec: dict | None = None) -> dict:
+    """The sweep's parameters of a trial, from the parameters papermill injected: less the spec's
+    ``defaults`` that no parameter searches (constants every trial got, the held-out share too)."""
     params = {k: v for k, v in papermill_parameters.items() if k not in _DRIVER_PARAMETERS}
     params.update({k: v for k, v in (papermill_parameters.get("overrides") or {}).items() if k != "WANDB.ENABLE"})
-    return params
+    constants = set((spec or {}).get("defaults") or {}) - set((spec or {}).get("parameters") or {})
+    return {k: v for k, v in params.items() if k not in constants}
+
+
+@dataclass
+class NotebookRecord:
+    """What an executed trial notebook says of its trial (``state`` as the ledger records it)."""
+
+    state: str
+    params: dict
+    epochs: list[dict]
+    fields: dict  # for Ledger.update_trial
+
+
+def read_notebook_record(path: Path, sweep_id: str, spec: dict | None = None) -> NotebookRecord | None:
+    """The trial an executed notebook records, or None (one warning naming it) if it cannot be read:
+    half-written (before writes were atomic), emptied, not a notebook."""
+    try:
+        nb = nbformat.read(path, as_version=4)
+    except Exception as err:  # nbformat raises NotJSONError, ValueError, KeyError...; any means unreadable
+        log.warning("skipped %s: not a readable notebook (%s: %s)", path, type(err).__name__, str(err)[:200])
+        return None
+    papermill = nb.metadata.get("papermill", {})
+    scraps = contract.scraps_in(nb)
+    epochs, summary = contract.epochs_and_summary(scraps)
+    status = (summary or {}).get("status")
+    errors = [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
+              if o.get("output_type") == "error"]
+    state = CRASHED if summary is None and not errors else state_of(status, bool(errors))
+    return NotebookRecord(state, trial_params(papermill.get("parameters", {}), spec), epochs, dict(
+        config=scraps.get(contract.CONFIG), summary=summary, notebook=str(path),
+        wandb_id=f"{sweep_id}-{path.stem}", started=_timestamp(papermill.get("start_time")),
+        ended=_timestamp(papermill.get("end_time")),
+        exit_reason=errors[0] if errors else (status if state == FAILED else None)))
+
+
+def recover_finished(ledger: Ledger, trial: Trial) -> bool:
+    """Record a trial the ledger has as running or crashed from its notebook, if the notebook has its
+    summary (its driver died after the trial ended, before recording it): finished work is never
+    run again. Returns whether it did. Its W&B run stays unfinished: ``reid-sweep sync`` rewrites it."""
+    record = read_notebook_record(Path(trial.notebook), ledger.sweep()["id"]) \
+        if trial.notebook and Path(trial.notebook).is_file() else None
+    if record is None or record.fields["summary"] is None:
+        return False
+    for row in record.epochs:
+        ledger.add_epoch(trial.name, row)
+    config = {"config": record.fields["config"]} if record.fields["config"] else {}
+    if not ledger.update_trial(trial.name, if_state=(RUNNING, CRASHED), state=record.state, wandb_id=None,
+                               summary=record.fields["summary"], exit_reason=record.fields["exit_reason"],
+                               ended=record.fields["ended"] or time.time(), **config):
+        return False  # its driver recorded it meanwhile
+    log.info("%s: recorded as %s from its notebook %s", trial.name, record.state, trial.notebook)
+    return True
 
 
 def reindex(sweep_dir: str | Path) -> Path:
     """Write ``<sweep_dir>/sweep.db`` anew from ``spec.json``, ``wandb.json`` and ``trials/*.ipynb``;
-    returns its path."""
+    returns its path. A notebook that cannot be read is skipped with a warning naming it."""
     sweep_dir = Path(sweep_dir)
     spec_path = sweep_dir / SPEC_FILE
     if not spec_path.is_file():
@@ -75,21 +123,12 @@ def reindex(sweep_dir: str | Path) -> Path:
         if destination := _saved_wandb_destination(sweep_dir):
             ledger.record_wandb_destination(destination)
         for path in sorted((sweep_dir / "trials").glob("trial-*.ipynb")):
-            nb = nbformat.read(path, as_version=4)
-            papermill = nb.metadata.get("papermill", {})
-            epochs, summary = contract.epochs_and_summary(contract.scraps_in(nb))
-            scraps = contract.scraps_in(nb)
-            status = (summary or {}).get("status")
-            errors = [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
-                      if o.get("output_type") == "error"]
-            state = CRASHED if summary is None and not errors else state_of(status, bool(errors))
+            record = read_notebook_record(path, sweep_dir.name, spec)
+            if record is None:
+                continue
             name = path.stem
-            ledger.insert_trial(name, int(name.split("-")[-1]), state, trial_params(papermill.get("parameters", {})),
-                                config=scraps.get(contract.CONFIG), summary=summary, notebook=str(path),
-                                wandb_id=f"{sweep_dir.name}-{name}", started=_timestamp(papermill.get("start_time")),
-                                ended=_timestamp(papermill.get("end_time")),
-                                exit_reason=errors[0] if errors else (status if state == FAILED else None))
-            for row in epochs:
+            ledger.insert_trial(name, int(name.split("-")[-1]), record.state, record.params, **record.fields)
+            for row in record.epochs:
                 ledger.add_epoch(name, row)
     finally:
         ledger.close()

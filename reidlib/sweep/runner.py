@@ -21,11 +21,14 @@ import papermill
 from jupyter_core.utils import run_sync
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
+from papermill.iorw import LocalHandler, chdir, papermill_io
 from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
+from reidlib.sweep.files import open_new, write_atomic
+from reidlib.sweep.ledger import KERNEL_DIED
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ class TrialEngine(NBClientEngine):
         start_kwargs = {k: v for k, v in (("env", kernel_env), ("cwd", kernel_cwd)) if v is not None}
         if kernel_log is None:
             return client.execute(**start_kwargs)
-        with open(kernel_log, "w") as stream:  # the kernel process's own stdout/stderr, for post-mortems
+        with open_new(kernel_log) as stream:  # the kernel process's own stdout/stderr, for post-mortems
             return client.execute(stdout=stream, stderr=stream, **start_kwargs)
 
 
@@ -132,6 +135,21 @@ class KernelPool:
 
 
 papermill_engines.register(ENGINE_NAME, TrialEngine)
+
+
+class AtomicLocalHandler(LocalHandler):
+    """papermill's local files, each save written whole (``write_atomic``): a notebook read while its
+    trial runs, or left by a crash or a full disk, is always a complete one, and a symlink planted
+    at its name is replaced, not followed."""
+
+    def write(self, buf, path):
+        with chdir(self._cwd):
+            write_atomic(path, buf)
+
+
+# papermill takes the first 'local' handler registered as the one for local paths: replace it in place
+papermill_io._handlers = [(scheme, AtomicLocalHandler() if scheme == "local" else handler)
+                          for scheme, handler in papermill_io._handlers]
 
 
 def ensure_kernelspec() -> str:
@@ -197,7 +215,7 @@ def execute_notebook(notebook: str | Path, output: str | Path, parameters: dict,
     except PapermillExecutionError as err:
         return TrialOutcome(output, error=f"{err.ename}: {err.evalue}".strip(), error_cell=err.cell_index)
     except DeadKernelError as err:
-        return TrialOutcome(output, error=f"kernel died ({str(err).splitlines()[0]}); see {kernel_log}", kernel_died=True)
+        return TrialOutcome(output, error=f"{KERNEL_DIED} ({str(err).splitlines()[0]}); see {kernel_log}", kernel_died=True)
     finally:
         if km is not None:  # also when papermill fails before it reaches the kernel (its first save, say)
             _end(km)

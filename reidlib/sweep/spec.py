@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,12 @@ def _normalise_parameter(path: str, value: Any) -> dict:
     for key in NUMERIC_FIELDS:
         if key in value and not _is_number(value[key]):
             raise SpecError(f"{path}.{key}", f"expected a number, got {value[key]!r}")
+    # W&B keeps a sweep as JSON, which has no infinities or NaN: its server refuses them
+    numbers = {key: value[key] for key in (*NUMERIC_FIELDS, "value") if key in value}
+    numbers.update({f"values[{i}]": v for i, v in enumerate(value.get("values", []))})
+    for key, number in numbers.items():
+        if isinstance(number, float) and not math.isfinite(number):
+            raise SpecError(f"{path}.{key}", f"expected a finite number, got {number}")
     if "min" in value and "max" in value and value["min"] > value["max"]:
         raise SpecError(f"{path}.min", f"expected min <= max, got {value['min']} > {value['max']}")
     dist = value.get("distribution")
