@@ -11,7 +11,7 @@ ledger and seed give the same suggestion, in any process.
 
 W&B distributions map to Optuna's as follows: ``values`` (with or without probabilities: Optuna has no
 categorical prior) are categorical over their positions; ``int_uniform`` is an integer range; every
-other distribution is searched on its quantile in [0, 1] and turned into a value by ``sweeps``' own
+other distribution is searched on its quantile (in [1e-6, 1 - 1e-6]) and turned into a value by ``sweeps``' own
 inverse CDF (as W&B's bayes normalises its inputs), so log, inverse-log, normal, beta and the
 quantised ones keep W&B's shapes. A ``value`` is a categorical of one.
 
@@ -21,7 +21,6 @@ not import torch.
 """
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import Any
 
@@ -35,7 +34,9 @@ with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
     warnings.simplefilter("ignore")
     from sweeps.params import HyperParameter
 
-log = logging.getLogger(__name__)
+# Quantiles are searched within [Q, 1 - Q]: the ends are infinite for normal distributions and, through
+# exp(log(x)), a hair outside the range for log ones. Q = 1e-6 is 4.75 sigma.
+Q = 1e-6
 
 
 class _Leaf:
@@ -52,7 +53,7 @@ class _Leaf:
             self.kind, self.distribution = "categorical", CategoricalDistribution(list(range(len(self.values))))
         else:
             self.hyperparameter = HyperParameter(self.name, parameter)
-            self.kind, self.distribution = "quantile", FloatDistribution(0.0, 1.0)
+            self.kind, self.distribution = "quantile", FloatDistribution(Q, 1.0 - Q)
 
     def suggest(self, trial) -> Any:
         """The Optuna value for this parameter in an asked trial."""
@@ -60,7 +61,7 @@ class _Leaf:
             return trial.suggest_categorical(self.name, self.distribution.choices)
         if self.kind == "int":
             return trial.suggest_int(self.name, self.distribution.low, self.distribution.high)
-        return trial.suggest_float(self.name, 0.0, 1.0)
+        return trial.suggest_float(self.name, Q, 1.0 - Q)
 
     def to_wandb(self, internal: Any) -> Any:
         if self.kind == "categorical":
@@ -78,7 +79,7 @@ class _Leaf:
             return None
         if self.kind == "int":
             return int(value) if self.distribution.low <= value <= self.distribution.high else None
-        quantile = float(np.clip(self.hyperparameter.cdf(value), 0.0, 1.0))
+        quantile = float(np.clip(self.hyperparameter.cdf(value), Q, 1.0 - Q))
         return quantile if np.isfinite(quantile) else None
 
 
