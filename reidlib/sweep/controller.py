@@ -259,7 +259,8 @@ class LocalController:
         if self.limit is not None and sum(t.name not in superseded for t in trials) >= self.limit:
             return None
         searched = [t for t in trials if t.name not in superseded]  # a retry stands for the trial it reruns
-        params = self._new_configuration(searched, draws=sum(not t.retry_of for t in trials))
+        seen = {_identity(self.spec.prune(t.params)) for t in trials}  # an out-of-memory trial's too
+        params = self._new_configuration(searched, seen, draws=sum(not t.retry_of for t in trials))
         if params is None:
             self._exhausted(len(trials))
             return None
@@ -297,10 +298,8 @@ class LocalController:
                 runs.append(_as_sweep_run(_with_params(trial, params), self.metric, self.goal))
         return runs
 
-    def _new_configuration(self, searched: list[Trial], draws: int) -> dict | None:
-        """The next configuration, seeded; on a discrete space one the sweep does not have yet (None
-        once it has them all)."""
-        seen = {_identity(self.spec.prune(t.params)) for t in searched}
+    def _new_configuration(self, searched: list[Trial], seen: set[str], draws: int) -> dict | None:
+        """The next configuration, seeded; on a discrete space one not ``seen`` yet (None once all are)."""
         if self.points is not None and all(_identity(p) in seen for p in self.points):
             return None
         attempts = REDRAWS.get(self.method, DEFAULT_REDRAWS) if self.all_discrete else 1
