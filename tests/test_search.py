@@ -285,8 +285,13 @@ def test_the_seed_is_in_the_ledger_and_each_wandb_run_and_children_are_absent(sw
 def test_a_ledger_from_before_seeds_gets_one_on_resume(tmp_path):
     path = tmp_path / "sweep.db"
     old = sqlite3.connect(path)
-    old.executescript("CREATE TABLE sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL, "
-                      "wandb TEXT); INSERT INTO sweep VALUES ('s1', 'old', '{}', 0, NULL);")
+    old.executescript(
+        "CREATE TABLE sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL, wandb TEXT);"
+        "CREATE TABLE trials (name TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, state TEXT NOT NULL, params TEXT "
+        "NOT NULL, config TEXT, summary TEXT, notebook TEXT, wandb_id TEXT, started REAL, ended REAL, exit_reason TEXT, "
+        "retry_of TEXT, worker TEXT);"
+        "CREATE TABLE history (trial TEXT NOT NULL, epoch INTEGER NOT NULL, metrics TEXT NOT NULL, PRIMARY KEY (trial, epoch));"
+        "INSERT INTO sweep VALUES ('s1', 'old', '{}', 0, NULL);")
     old.close()
     ledger = Ledger(path)
     assert ledger.sweep()["seed"] is None
