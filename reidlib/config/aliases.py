@@ -14,6 +14,7 @@ ALIASES = {
     "max_epochs": "SOLVER.MAX_EPOCHS",
     "num_instance": "DATALOADER.NUM_INSTANCE",
     "optimizer": "SOLVER.OPTIMIZER_NAME",
+    "momentum": "SOLVER.MOMENTUM",
     "center_loss_weight": "SOLVER.CENTER_LOSS_WEIGHT",
     "label_smooth": "MODEL.IF_LABELSMOOTH",
     "re_prob": "INPUT.RE_PROB",

@@ -172,6 +172,14 @@ def configure_run(run):
     return run
 
 
+SEED_KEY = "sweep_seed"  # in each run's config: the search's seed (``seed`` is the trial's training seed)
+
+
+def run_config(params: dict, seed: int | None) -> dict:
+    """A trial's W&B run config: its parameters and the sweep's seed."""
+    return {**params, **({SEED_KEY: seed} if seed is not None else {})}
+
+
 def open_wandb_run(mode: str, project: str, entity: str | None, sweep_id: str, trial: Trial, config: dict,
                    directory: Path, outage: WandbOutage):
     """A wandb run for one trial, or None: W&B disabled, off since an earlier failure, or failing now
@@ -217,7 +225,8 @@ def write_missing_runs(sweep_dir: Path, project: str | None = None, entity: str 
             partial = list((sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}"))
             run = None
             try:
-                run = init_run("offline", project, entity, sweep_id, trial.name, trial.params, sweep_dir)
+                run = init_run("offline", project, entity, sweep_id, trial.name, run_config(trial.params, sweep["seed"]),
+                               sweep_dir)
                 if trial.config:
                     log_config(run, trial.config)
                 for metrics in trial.history:

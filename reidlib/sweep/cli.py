@@ -85,7 +85,11 @@ def _cmd_run(args) -> int:
     destinations = [wandb_destination(spec.search_config, args.project, args.entity) for spec in specs]
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
     for spec, destination in zip(specs, destinations):
-        if wandb_mode(args.wandb) == "online":  # the W&B server searches; this machine is its first agent
+        local = _local_only(spec)
+        if wandb_mode(args.wandb) == "online" and local:
+            print(f"{spec.source}: {local}, which a W&B server sweep cannot run: the search runs on this machine "
+                  f"and the runs are still logged online to W&B project {destination['project']}")
+        if wandb_mode(args.wandb) == "online" and not local:  # the W&B server searches; this machine is its first agent
             from reidlib.sweep.holdout import resolve_holdout
             from reidlib.sweep.spec import check_against_config
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
@@ -96,11 +100,13 @@ def _cmd_run(args) -> int:
             check_against_config(spec)
             path = create_server_sweep(resolve_holdout(spec), destination["project"], destination["entity"])
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
+            if args.seed is not None or spec.seed is not None:
+                print(f"W&B sweep {path}: the W&B server draws the configurations; the seed is not used")
             directory = run_agent(path, count=args.count, runs_dir=args.runs_dir, notebook=spec.notebook,
                                   time_limit=args.time_limit, gpu=gpus[0] if gpus else None).directory
         else:
             directory = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
-                                  wandb=args.wandb, project=args.project, entity=args.entity,
+                                  wandb=args.wandb, project=args.project, entity=args.entity, seed=args.seed,
                                   time_limit=args.time_limit, workers=args.workers, gpus=gpus).directory
         if DriverLease.any_alive(directory):  # drivers that joined this sweep: the last to end writes the report
             running = ", ".join(running_elsewhere(directory)) or "no trial now"
@@ -111,6 +117,18 @@ def _cmd_run(args) -> int:
             _finalize(directory, args.wandb)
         _report(directory)
     return 0
+
+
+def _local_only(spec) -> str | None:
+    """What in a spec only the local search can do (W&B's server knows grid, random and bayes only,
+    and no conditional parameters), or None."""
+    from reidlib.sweep.spec import OPTUNA_METHODS
+
+    if spec.search_config["method"] in OPTUNA_METHODS:
+        return f"method {spec.search_config['method']} is Optuna's"
+    if spec.conditions:
+        return "its conditional parameters (parent, parent_values) are ours"
+    return None
 
 
 def _cmd_agent(args) -> int:
@@ -142,14 +160,15 @@ def _cmd_validate(args) -> int:
     if not Path(spec.notebook).is_file():
         raise SpecError("notebook", f"trial notebook not found: {spec.notebook}")
     check_notebook_parameters(spec, Path.cwd())
-    first, _ = LocalController(spec).next_trial([])
+    controller = LocalController(spec, seed=args.seed)
+    first, _ = controller.next_trial([])
     params, overrides = flatten_run_config({**spec.defaults, **first})
     print(json.dumps(spec.to_dict(), indent=2, default=str))
     if spec.search_config["method"] == "grid":
         sizes = [len(p["values"]) if "values" in p else p["max"] - p["min"] + 1 if p.get("distribution") == "int_uniform" else 1
                  for _, _, p in leaves(spec.search_config["parameters"])]
         print(f"grid points: {math.prod(sizes)}")
-    print(f"first trial: {json.dumps({**params, 'overrides': overrides}, default=str)}")
+    print(f"first trial (seed {controller.seed}): {json.dumps({**params, 'overrides': overrides}, default=str)}")
     return 0
 
 
@@ -226,7 +245,7 @@ def _cmd_reindex(args) -> int:
 
 
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", choices=("grid", "random", "bayes"), help="replace the spec's method")
+    parser.add_argument("--method", choices=("grid", "random", "bayes", "tpe", "gp"), help="replace the spec's method")
     parser.add_argument("--name", help="replace the spec's name")
     parser.add_argument("--metric", help="NAME[:minimize|maximize] (default val/mAP:maximize)")
     parser.add_argument("--config-file", help="the YACS file trials start from")
@@ -234,6 +253,7 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--values", action="append", metavar="NAME=v1,v2", help="values for a parameter (repeatable)")
     parser.add_argument("--from", dest="from_run", metavar="SWEEP[/TRIAL]",
                         help="evaluate this trained run's model (an evaluation sweep; replaces the spec's from:)")
+    parser.add_argument("--seed", type=int, help="the search's seed (replaces the spec's; default: drawn and recorded)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -305,6 +325,9 @@ def main(argv: list[str] | None = None) -> int:
         if value is not None and value <= 0:
             print(f"error: --{flag.replace('_', '-')}: expected a positive number, got {value}", file=sys.stderr)
             return EXIT_USER_ERROR
+    if getattr(args, "seed", None) is not None and args.seed < 0:
+        print(f"error: --seed: expected a non-negative integer, got {args.seed}", file=sys.stderr)
+        return EXIT_USER_ERROR
     try:
         return args.func(args)
     except ReidSweepError as err:

@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.config import DEFAULT_WANDB_PROJECT
-from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, wandb_destination, wandb_mode
-from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash
+from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config, wandb_destination, wandb_mode
+from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash, draw_seed
 from reidlib.sweep.evaluation_spec import resolve_evaluation
 from reidlib.sweep.files import own_dir
 from reidlib.sweep.holdout import resolve_holdout
@@ -62,11 +62,12 @@ class SweepSession:
 
 
 def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sweep_id: str | None = None,
-                 project_dir: str | Path | None = None, new_id: str | None = None) -> SweepSession:
+                 project_dir: str | Path | None = None, new_id: str | None = None, seed: int | None = None) -> SweepSession:
     """Validate the spec against the config, then create the sweep (or reopen ``sweep_id``).
 
     Nothing is written before validation passes: bad input leaves no ``runs/<id>`` behind.
-    ``new_id`` names a new sweep (a W&B server's id) instead of a generated one.
+    ``new_id`` names a new sweep (a W&B server's id) instead of a generated one. The session's spec
+    carries the sweep's seed (``sweep_seed``).
     """
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     project_dir = Path(project_dir or Path.cwd()).resolve()
@@ -74,18 +75,25 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     spec = resolve_evaluation(spec, runs_dir)
     check_against_config(spec)
     spec = resolve_holdout(spec)
+    asked_seed = seed if seed is not None else spec.seed
     if not (project_dir / spec.notebook).is_file():
         raise SweepStateError("notebook", f"trial notebook not found: {project_dir / spec.notebook}")
     check_notebook_parameters(spec, project_dir)
     if sweep_id:
         directory = runs_dir / sweep_id
         ledger = Ledger.open(directory)
+        try:
+            spec = replace(spec, seed=sweep_seed(ledger, sweep_id, asked_seed))
+        except BaseException:
+            ledger.close()
+            raise
         if not DriverLease.any_alive(directory):  # resuming a stopped sweep; joining live drivers keeps their stop
             (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
         lease = DriverLease(directory)
         ledger.worker = lease.token
         adopt_orphans(ledger, directory)
     else:
+        spec = replace(spec, seed=asked_seed if asked_seed is not None else draw_seed())
         sweep_id = new_id or new_sweep_id()
         directory = runs_dir / sweep_id
         directory.mkdir(parents=True)
@@ -111,6 +119,18 @@ def adopt_orphans(ledger: Ledger, sweep_dir: Path) -> None:
                                     ended=time.time())
 
 
+def sweep_seed(ledger: Ledger, sweep_id: str, asked: int | None) -> int:
+    """The seed of a sweep being resumed: its ledger's (one is drawn and recorded for a ledger from
+    before seeds). Asking for another would not repeat the sweep: an error."""
+    recorded = ledger.sweep()["seed"]
+    if recorded is None:
+        return ledger.record_seed(asked if asked is not None else draw_seed())
+    if asked is not None and asked != recorded:
+        raise SweepStateError("seed", f"sweep {sweep_id} draws with seed {recorded} (its ledger says so), not "
+                              f"{asked}: leave the seed out to resume it, or start a new sweep with seed {asked}")
+    return recorded
+
+
 def running_elsewhere(sweep_dir: Path) -> list[str]:
     """The trials of a sweep that other live driver processes are running now."""
     ledger = Ledger.open(sweep_dir)
@@ -121,9 +141,9 @@ def running_elsewhere(sweep_dir: Path) -> list[str]:
 
 
 def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
-                 project_dir: str | Path | None = None) -> str:
+                 project_dir: str | Path | None = None, seed: int | None = None) -> str:
     """Validate and create a sweep without running it; returns its id (``run_sweep(sweep_id=...)`` runs it)."""
-    session = open_session(spec, runs_dir, None, project_dir)
+    session = open_session(spec, runs_dir, None, project_dir, seed=seed)
     session.ledger.close()
     session.lease.release()
     return session.sweep_id
@@ -227,7 +247,7 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
     contract.record_verdict(params["output_dir"], 0)  # tells the trial a driver decides on its epochs
     if run is None:
         run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
-                             trial.params, session.directory, options.wandb_outage)
+                             run_config(trial.params, session.spec.seed), session.directory, options.wandb_outage)
 
     def hyperband(epoch: dict) -> None:
         try:
@@ -321,13 +341,14 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
               runs_dir: str | Path | None = None, wandb: str | None = None, project: str | None = None,
               entity: str | None = None, project_dir: str | Path | None = None, time_limit: float | None = None,
               workers: int = 1, gpus: list[str] | None = None, progress: bool = True,
-              on_trial_end: Callable[[Path], None] | None = None) -> SweepResult:
+              on_trial_end: Callable[[Path], None] | None = None, seed: int | None = None) -> SweepResult:
     """Run (or resume) a sweep until the controller says it is done.
 
     ``project``/``entity``: where its W&B runs go (``sweep_wandb_destination``).
+    ``seed``: the search's seed (else the spec's, else one drawn and recorded; a resume keeps its own).
     ``on_trial_end(sweep_dir)`` is called after every trial (the driver notebook refreshes its
     leaderboard with it)."""
-    session = open_session(spec, runs_dir, sweep_id, project_dir)
+    session = open_session(spec, runs_dir, sweep_id, project_dir, seed=seed)
     try:
         controller = LocalController(session.spec, count)
         destination = sweep_wandb_destination(session, project, entity)

@@ -1,6 +1,6 @@
 """The sweep's ledger: one SQLite file per sweep (``runs/<sweep-id>/sweep.db``).
 
-It records the spec, every trial (parameters, state, summary, notebook, wandb id, timings, exit
+It records the spec, the search's seed, every trial (parameters, state, summary, notebook, wandb id, timings, exit
 reason, the driver process running it) and every epoch's metrics as they arrive. WAL mode and a busy
 timeout let several driver processes share it; every write is its own short transaction, so a crash
 loses nothing committed. A write the ledger cannot make (locked by another process past the timeout,
@@ -37,7 +37,7 @@ def state_of(status: str | None, errored: bool) -> str:
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL,
-    wandb TEXT);
+    wandb TEXT, seed INTEGER);
 CREATE TABLE IF NOT EXISTS trials (
     name TEXT PRIMARY KEY, seq INTEGER UNIQUE NOT NULL, state TEXT NOT NULL, params TEXT NOT NULL,
     config TEXT, summary TEXT, notebook TEXT, wandb_id TEXT, started REAL, ended REAL, exit_reason TEXT,
@@ -101,11 +101,12 @@ class Ledger:
         return f"rebuild it from the trial notebooks with 'reid-sweep reindex {self.path.parent}'"
 
     def _upgrade(self) -> None:
-        # a ledger from before retries, drivers and the W&B destination were recorded
-        for table, column in (("trials", "retry_of"), ("trials", "worker"), ("sweep", "wandb")):
+        # a ledger from before retries, drivers, the W&B destination and the seed were recorded
+        for table, column, kind in (("trials", "retry_of", "TEXT"), ("trials", "worker", "TEXT"),
+                                    ("sweep", "wandb", "TEXT"), ("sweep", "seed", "INTEGER")):
             if column not in {row[1] for row in self._conn.execute(f"PRAGMA table_info({table})")}:
                 try:
-                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                    self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
                 except sqlite3.OperationalError as err:
                     if "duplicate column" not in str(err):  # another driver added it first
                         raise
@@ -123,8 +124,9 @@ class Ledger:
         ledger = cls(partial, new=True)
         try:
             with ledger._write() as db:
-                db.execute("INSERT INTO sweep (id, name, spec, created) VALUES (?, ?, ?, ?)",
-                           (sweep_id, name, json.dumps(spec), time.time()))
+                # the spec's seed is the sweep's (the driver puts the one it drew there)
+                db.execute("INSERT INTO sweep (id, name, spec, created, seed) VALUES (?, ?, ?, ?, ?)",
+                           (sweep_id, name, json.dumps(spec), time.time(), spec.get("seed")))
         finally:
             ledger.close()  # the last connection: SQLite folds its WAL into the file
         os.replace(partial, path)
@@ -184,11 +186,18 @@ class Ledger:
     # --- sweep ---
 
     def sweep(self) -> dict:
-        """The sweep's id, name, spec, creation time and ``wandb`` destination (``{}`` until recorded)."""
+        """The sweep's id, name, spec, creation time, ``wandb`` destination (``{}`` until recorded) and
+        search ``seed`` (None in a ledger from before seeds, until a driver records one)."""
         with self._read() as db:
-            row = db.execute("SELECT id, name, spec, created, wandb FROM sweep").fetchone()
+            row = db.execute("SELECT id, name, spec, created, wandb, seed FROM sweep").fetchone()
         return {"id": row[0], "name": row[1], "spec": json.loads(row[2]), "created": row[3],
-                "wandb": json.loads(row[4]) if row[4] else {}}
+                "wandb": json.loads(row[4]) if row[4] else {}, "seed": row[5]}
+
+    def record_seed(self, seed: int) -> int:
+        """Record the search's seed unless the sweep has one; returns the recorded one."""
+        with self._write() as db:
+            db.execute("UPDATE sweep SET seed = ? WHERE seed IS NULL", (seed,))
+        return self.sweep()["seed"]
 
     def record_wandb_destination(self, destination: dict) -> dict:
         """Record where the sweep's W&B runs go (project, entity), unless a driver already did (a W&B

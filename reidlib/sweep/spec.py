@@ -5,8 +5,15 @@ Normalisation:
 - nested ``parameters`` stand for dotted keys (``SOLVER: {parameters: {BASE_LR: ...}}`` is ``SOLVER.BASE_LR``);
 - a missing ``metric`` means ``val/mAP``, maximize.
 
-Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``, and ``from``: an
-evaluation sweep of a trained run, ``reidlib.sweep.evaluation_spec``) live beside W&B's; ``Spec.search_config`` is the normalised spec without them, what W&B or ``sweeps`` receives.
+Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``, ``seed``, and
+``from``: an evaluation sweep of a trained run, ``reidlib.sweep.evaluation_spec``) live beside W&B's;
+``Spec.search_config`` is the normalised spec without them, what W&B or ``sweeps`` receives.
+Two methods are Optuna's (``tpe``, ``gp``, run by ``reidlib.sweep.optuna_search``), not W&B's.
+
+Conditional parameters, as the old scripts wrote them: ``parent: <parameter>`` and ``parent_values:
+[...]`` on a parameter make it present in a trial only when its parent is present with one of those
+values (W&B has no such keys: they live in ``Spec.conditions``, not in ``search_config``). A parent is
+named by its dotted name, or by its name beside the child among nested ``parameters``.
 Every error names its field path, e.g. ``parameters.base_lr.min: expected a number, got 'abc'``.
 """
 from __future__ import annotations
@@ -24,7 +31,9 @@ from reidlib.config import load_config, resolve_key
 from reidlib.data import check_dataset
 from reidlib.errors import ConfigError, DatasetError, SpecError, read_yaml
 
-METHODS = ("grid", "random", "bayes")
+WANDB_METHODS = ("grid", "random", "bayes")  # W&B's own: its server and the `sweeps` package run them
+OPTUNA_METHODS = ("tpe", "gp")  # Optuna's samplers, run locally (reidlib.sweep.optuna_search)
+METHODS = WANDB_METHODS + OPTUNA_METHODS
 DISTRIBUTIONS = (
     "constant", "categorical", "categorical_w_probabilities", "int_uniform", "uniform", "q_uniform",
     "log_uniform", "log_uniform_values", "q_log_uniform", "q_log_uniform_values", "inv_log_uniform",
@@ -33,7 +42,7 @@ DISTRIBUTIONS = (
 DISCRETE = {"constant", "categorical", "categorical_w_probabilities", "int_uniform"}
 W_AND_B_KEYS = {"method", "parameters", "metric", "early_terminate", "run_cap", "name", "description",
                 "project", "entity", "program", "command"}
-OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", "from"}
+OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", "from", "seed"}
 NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
 DEFAULT_METRIC = {"name": "val/mAP", "goal": "maximize"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
@@ -41,6 +50,18 @@ EVALUATION_NOTEBOOK = "notebooks/evaluate.ipynb"  # the notebook of a spec with 
 # Keys the driver sets for every trial: a sweep cannot search over them.
 DRIVER_KEYS = {"OUTPUT_DIR": "the driver gives each trial its own output directory (runs/<id>/trials/<trial>)",
                "WANDB.ENABLE": "the driver owns each trial's W&B run; the notebook must not open another"}
+
+
+Keys = tuple  # a leaf parameter's keys from the top of ``parameters``: ("SOLVER", "BASE_LR") when nested
+
+
+@dataclass(frozen=True)
+class Condition:
+    """``child`` is present only when ``parent`` is present with one of ``values``."""
+
+    child: Keys
+    parent: Keys
+    values: list
 
 
 @dataclass
@@ -55,6 +76,8 @@ class Spec:
     defaults: dict = field(default_factory=dict)
     source: str = "<spec>"
     evaluates: str | None = None  # ``from``: the trained run an evaluation sweep evaluates
+    seed: int | None = None
+    conditions: list[Condition] = field(default_factory=list)  # parents before their children
 
     @property
     def name(self) -> str:
@@ -65,10 +88,60 @@ class Spec:
         return self.search_config["metric"]
 
     def to_dict(self) -> dict:
-        """Everything, ours included, as stored in the ledger."""
-        return {**self.search_config, "config_file": self.config_file, "notebook": self.notebook,
-                "count": self.count, "results_dir_base": self.runs_dir, "defaults": self.defaults,
+        """Everything, ours included (conditions back in their parameters), as stored in the ledger."""
+        search = copy.deepcopy(self.search_config)
+        for condition in self.conditions:
+            leaf = _leaf(search["parameters"], condition.child)
+            leaf.update(parent=".".join(condition.parent), parent_values=condition.values)
+        return {**search, "config_file": self.config_file, "notebook": self.notebook, "count": self.count,
+                "results_dir_base": self.runs_dir, "defaults": self.defaults, "seed": self.seed,
                 **({"from": self.evaluates} if self.evaluates else {})}
+
+    def flat(self, params: dict) -> dict:
+        """``{Keys: value}`` of a trial's parameters; a nested dict is a nested group only where the spec
+        has one (a parameter's value may be a dict, e.g. ``overrides``)."""
+        return _flat(params, self.search_config["parameters"])
+
+    def prune(self, params: dict) -> dict:
+        """A trial's parameters without the conditional ones whose parent is absent or has another value."""
+        flat = self.flat(params)
+        for condition in self.conditions:  # parents first, so an absent parent's children go too
+            if condition.child in flat and not is_active(condition, flat):
+                del flat[condition.child]
+        return nest(flat)
+
+
+def is_active(condition: Condition, flat: dict) -> bool:
+    """Whether ``condition.child`` belongs in a trial whose parameters so far are ``flat`` (``Keys``: value)."""
+    return condition.parent in flat and any(flat[condition.parent] == v for v in condition.values)
+
+
+def _flat(params: dict, parameters: dict | None, prefix: Keys = ()) -> dict:
+    flat = {}
+    for name, value in params.items():
+        group = ((parameters or {}).get(name) or {}).get("parameters")
+        if group is not None and isinstance(value, dict):
+            flat.update(_flat(value, group, prefix + (name,)))
+        else:
+            flat[prefix + (name,)] = value
+    return flat
+
+
+def nest(flat: dict) -> dict:
+    """The inverse of ``Spec.flat``: trial parameters with nested groups as dicts."""
+    params: dict = {}
+    for keys, value in flat.items():
+        node = params
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return params
+
+
+def _leaf(parameters: dict, keys: Keys) -> dict:
+    for key in keys[:-1]:
+        parameters = parameters[key]["parameters"]
+    return parameters[keys[-1]]
 
 
 def _is_number(value: Any) -> bool:
@@ -84,6 +157,8 @@ def _normalise_parameter(path: str, value: Any) -> dict:
         nested = value["parameters"]
         if not isinstance(nested, dict) or not nested:
             raise SpecError(f"{path}.parameters", "expected a mapping of at least one parameter")
+        if "parent" in value or "parent_values" in value:
+            raise SpecError(f"{path}.parent", "a group of nested parameters cannot have a parent: give it to its parameters")
         return {"parameters": {k: _normalise_parameter(f"{path}.parameters.{k}", v) for k, v in nested.items()}}
     value = dict(value)
     if "values" in value:
@@ -113,15 +188,74 @@ def _normalise_parameter(path: str, value: Any) -> dict:
     return value
 
 
-def leaves(parameters: dict, prefix: str = "", path: str = "parameters") -> list[tuple[str, str, dict]]:
-    """``(field path, dotted name, parameter)`` for every leaf parameter."""
+def leaf_items(parameters: dict, prefix: Keys = (), path: str = "parameters") -> list[tuple[str, Keys, dict]]:
+    """``(field path, keys, parameter)`` for every leaf parameter."""
     out = []
     for name, value in parameters.items():
         if "parameters" in value:
-            out.extend(leaves(value["parameters"], f"{prefix}{name}.", f"{path}.{name}.parameters"))
+            out.extend(leaf_items(value["parameters"], prefix + (name,), f"{path}.{name}.parameters"))
         else:
-            out.append((f"{path}.{name}", f"{prefix}{name}", value))
+            out.append((f"{path}.{name}", prefix + (name,), value))
     return out
+
+
+def leaves(parameters: dict) -> list[tuple[str, str, dict]]:
+    """``(field path, dotted name, parameter)`` for every leaf parameter."""
+    return [(path, ".".join(keys), value) for path, keys, value in leaf_items(parameters)]
+
+
+def discrete_values(parameter: dict) -> list | None:
+    """Every value a discrete parameter can take (in W&B's grid order), or None for a continuous one."""
+    if "values" in parameter and parameter.get("distribution", "categorical") in DISCRETE:
+        return list(parameter["values"])
+    if "value" in parameter:
+        return [parameter["value"]]
+    if parameter.get("distribution") == "int_uniform":
+        return list(range(parameter["min"], parameter["max"] + 1))
+    return None
+
+
+def _conditions(parameters: dict) -> list[Condition]:
+    """Take ``parent``/``parent_values`` out of the leaf parameters; check them; parents first."""
+    items = leaf_items(parameters)
+    by_name = {".".join(keys): (path, keys, value) for path, keys, value in items}
+    found: dict[Keys, tuple[str, Condition]] = {}
+    for path, keys, value in items:
+        if "parent" not in value and "parent_values" not in value:
+            continue
+        parent, parent_values = value.pop("parent", None), value.pop("parent_values", None)
+        if parent is None:
+            raise SpecError(f"{path}.parent", "parent_values needs a parent: the parameter this one depends on")
+        if not isinstance(parent_values, list) or not parent_values:
+            raise SpecError(f"{path}.parent_values", f"expected a non-empty list of values of {parent!r}, got {parent_values!r}")
+        target = by_name.get(".".join(keys[:-1] + (str(parent),))) or by_name.get(str(parent))
+        if target is None or target[1] == keys:
+            others = [n for n in by_name if n != ".".join(keys)]
+            raise SpecError(f"{path}.parent", f"unknown parameter {parent!r}; expected one of {', '.join(others)}")
+        _, parent_keys, parent_spec = target
+        choices = discrete_values(parent_spec)
+        if choices is None:
+            raise SpecError(f"{path}.parent", f"{parent!r} is continuous; a parent needs discrete values "
+                                              "('values', 'value' or an int_uniform range)")
+        for i, v in enumerate(parent_values):
+            if not any(v == c for c in choices):
+                shown = choices if len(choices) <= 10 else f"{choices[0]}..{choices[-1]}"
+                raise SpecError(f"{path}.parent_values[{i}]", f"{parent!r} never takes {v!r} (its values: {shown})")
+        found[keys] = (path, Condition(keys, parent_keys, parent_values))
+    ordered: list[Condition] = []
+
+    def visit(keys: Keys, chain: list[Keys]) -> None:
+        if keys not in found or found[keys][1] in ordered:
+            return
+        if keys in chain:
+            cycle = " -> ".join(".".join(k) for k in chain[chain.index(keys):] + [keys])
+            raise SpecError(f"{found[keys][0]}.parent", f"parents form a cycle: {cycle}")
+        visit(found[keys][1].parent, chain + [keys])
+        ordered.append(found[keys][1])
+
+    for keys in found:
+        visit(keys, [])
+    return ordered
 
 
 def normalise(raw: Any, source: str = "<spec>") -> Spec:
@@ -139,6 +273,7 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
         raise SpecError("parameters", "expected a mapping of at least one parameter")
     search = {k: copy.deepcopy(v) for k, v in raw.items() if k in W_AND_B_KEYS}
     search["parameters"] = {str(k): _normalise_parameter(f"parameters.{k}", v) for k, v in params.items()}
+    conditions = _conditions(search["parameters"])
     metric = search.setdefault("metric", dict(DEFAULT_METRIC))
     if not isinstance(metric, dict) or not isinstance(metric.get("name"), str):
         raise SpecError("metric.name", f"expected a metric name such as 'val/mAP', got {metric!r}")
@@ -153,17 +288,18 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
             if value.get("distribution", "categorical") not in DISCRETE:
                 raise SpecError(path, "grid search needs discrete values: use 'values', 'value' or an int_uniform range")
     _check_early_terminate(search.get("early_terminate"))
-    for key in ("count", "run_cap"):
+    for key, least in (("count", 1), ("run_cap", 1), ("seed", 0)):
         value = raw.get(key)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise SpecError(key, f"expected a positive integer, got {value!r}")
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
+            raise SpecError(key, f"expected a {'positive' if least else 'non-negative'} integer, got {value!r}")
     _check_schema(search)
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
         raise SpecError("defaults", f"expected a mapping of trial parameters, got {defaults!r}")
     notebook = raw.get("notebook") or (EVALUATION_NOTEBOOK if raw.get("from") else DEFAULT_NOTEBOOK)
     return Spec(search_config=search, config_file=raw.get("config_file"), notebook=notebook, count=raw.get("count"),
-                runs_dir=raw.get("results_dir_base"), defaults=defaults, source=source, evaluates=raw.get("from"))
+                runs_dir=raw.get("results_dir_base"), defaults=defaults, source=source, evaluates=raw.get("from"),
+                seed=raw.get("seed"), conditions=conditions)
 
 
 def _check_early_terminate(et: Any) -> None:
@@ -182,6 +318,8 @@ def _check_schema(search: dict) -> None:
     """W&B's own JSON schema, as a backstop to the checks above (which carry better field paths)."""
     from sweeps import schema_violations_from_proposed_config
 
+    if search["method"] in OPTUNA_METHODS:  # W&B's schema knows its own methods only; the rest is the same
+        search = {**search, "method": "random"}
     violations = schema_violations_from_proposed_config(search)
     if violations:
         raise SpecError("spec", "; ".join(dict.fromkeys(violations)))
