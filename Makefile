@@ -35,3 +35,4 @@ bench: $(INSTALLED)
 	$(PY) benchmarks/input_pipeline.py
 	$(PY) benchmarks/gpu_memory.py
 	$(PY) benchmarks/hyperband.py
+	$(PY) benchmarks/search_quality.py
