@@ -1,0 +1,165 @@
+"""What makes a trial start fast, and that it changes nothing a trial computes: the decoded-image cache
+(stale keys, corruption, two first writers), the untrained evaluation once per sweep, the warm kernel."""
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO
+from reidlib import trial
+from reidlib.data import image_cache
+
+SIZE = (8, 4)
+
+
+def write_images(directory, count, seed=0):
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(count):
+        path = directory / f"{i:04d}.png"  # lossless: what is read back is what was written
+        Image.fromarray(rng.integers(0, 256, (12, 6, 3), dtype=np.uint8)).save(path)
+        samples.append((str(path), i, 0))
+    return samples
+
+
+def decoder(samples, size=SIZE):
+    """``decode_images`` that counts its calls."""
+    from reidlib.data.cached import decode_images
+
+    calls = []
+
+    def decode():
+        calls.append(1)
+        return decode_images(samples, size).numpy()
+
+    return decode, calls
+
+
+def cached(directory, samples, size=SIZE):
+    decode, calls = decoder(samples, size)
+    return image_cache.load_or_decode(directory, "set-train", samples, size, decode), len(calls)
+
+
+def test_a_split_is_decoded_once_and_mapped_after(tmp_path):
+    from reidlib.data.cached import decode_images
+
+    samples = write_images(tmp_path / "img", 5)
+    first, decoded = cached(tmp_path / "cache", samples)
+    again, decoded_again = cached(tmp_path / "cache", samples)
+    assert (decoded, decoded_again) == (1, 0)
+    assert isinstance(again, np.memmap)
+    np.testing.assert_array_equal(again, decode_images(samples, SIZE).numpy())
+    np.testing.assert_array_equal(first, again)
+
+
+def test_a_changed_image_list_or_size_never_reads_a_stale_file(tmp_path):
+    from reidlib.data.cached import decode_images
+
+    samples = write_images(tmp_path / "img", 5)
+    cache = tmp_path / "cache"
+    cached(cache, samples)
+    # one image rewritten in place, same name (a re-extracted dataset)
+    Image.fromarray(np.zeros((12, 6, 3), dtype=np.uint8)).save(samples[2][0])
+    os.utime(samples[2][0], ns=(time.time_ns() + 10**9,) * 2)
+    images, decoded = cached(cache, samples)
+    assert decoded == 1 and not images[2].any()
+    np.testing.assert_array_equal(images, decode_images(samples, SIZE).numpy())
+    # another input size, another subset of the split: decoded, not read from the others
+    for other_samples, size in ((samples, (4, 2)), (samples[1:], SIZE)):
+        images, decoded = cached(cache, other_samples, size)
+        assert decoded == 1
+        np.testing.assert_array_equal(images, decode_images(other_samples, size).numpy())
+    assert len(list(cache.glob("*.u8"))) == 4
+
+
+@pytest.mark.parametrize("damage", ["truncate", "checked image", "end marker", "header"])
+def test_a_corrupt_cache_is_rebuilt_with_one_warning(tmp_path, caplog, damage):
+    samples = write_images(tmp_path / "img", 6)
+    cache = tmp_path / "cache"
+    good, _ = cached(cache, samples)
+    good = np.array(good)
+    [path] = cache.glob("*.u8")
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:len(data) // 2]
+    elif damage == "checked image":  # the first image is always among the checked ones
+        data[image_cache.HEADER_BYTES + 5] ^= 0xFF
+    elif damage == "end marker":
+        data[-3:] = b"\0\0\0"
+    else:
+        data[:8] = b"garbage!"
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="reidlib.data.image_cache"):
+        images, decoded = cached(cache, samples)
+        again, decoded_again = cached(cache, samples)
+    assert (decoded, decoded_again) == (1, 0)
+    np.testing.assert_array_equal(images, good)
+    np.testing.assert_array_equal(again, good)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and str(path) in warnings[0].getMessage()
+
+
+WRITER = textwrap.dedent("""
+    import json, sys, time
+    from pathlib import Path
+    import numpy as np
+    from reidlib.data import image_cache
+
+    samples, go = json.loads(sys.argv[1]), Path(sys.argv[2])
+    decoded = []
+
+    def decode():  # slow enough that both writers are inside at once without the lock
+        decoded.append(1)
+        time.sleep(1.0)
+        return np.arange(len(samples) * 3 * 8 * 4, dtype=np.uint64).astype(np.uint8).reshape(len(samples), 3, 8, 4)
+
+    while not go.exists():
+        time.sleep(0.01)
+    images = image_cache.load_or_decode(Path(sys.argv[3]), "set-train", [tuple(s) for s in samples], [8, 4], decode)
+    print(json.dumps({"decoded": len(decoded), "sum": int(images.astype(np.int64).sum())}))
+""")
+
+
+def test_two_first_writers_make_one_correct_file(tmp_path):
+    import json
+
+    samples = write_images(tmp_path / "img", 4)
+    cache, go = tmp_path / "cache", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, json.dumps(samples), str(go), str(cache)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    time.sleep(0.5)
+    go.touch()
+    results = []
+    for writer in writers:
+        out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, err
+        results.append(json.loads(out))
+    expected = int(np.arange(4 * 3 * 8 * 4, dtype=np.uint64).astype(np.uint8).astype(np.int64).sum())
+    assert sorted(r["decoded"] for r in results) == [0, 1]  # the second waited and mapped the first's file
+    assert [r["sum"] for r in results] == [expected, expected]
+    assert [p.suffix for p in cache.iterdir() if not p.name.endswith(".lock")] == [".u8"]  # no temporary left
+    images, decoded = cached(cache, samples, (8, 4))
+    assert decoded == 0 and int(images.astype(np.int64).sum()) == expected
+
+
+def test_clean_cache_removes_the_images(tmp_path, monkeypatch, capsys):
+    from reidlib.sweep.cli import main
+
+    monkeypatch.setenv(image_cache.CACHE_ENV, str(tmp_path / "cache"))
+    cached(image_cache.images_dir(), write_images(tmp_path / "img", 3))
+    assert main(["clean-cache"]) == 0
+    assert "removed 2 files" in capsys.readouterr().out  # the images and their lock
+    assert not image_cache.images_dir().exists()
+    monkeypatch.setenv(image_cache.CACHE_ENV, "off")
+    assert image_cache.images_dir() is None
+    assert main(["clean-cache"]) == 0 and "off" in capsys.readouterr().out
