@@ -163,3 +163,35 @@ def test_clean_cache_removes_the_images(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(image_cache.CACHE_ENV, "off")
     assert image_cache.images_dir() is None
     assert main(["clean-cache"]) == 0 and "off" in capsys.readouterr().out
+
+
+def test_the_untrained_evaluation_runs_once_for_the_same_weights_and_split(tiny_config, tmp_path, monkeypatch):
+    import torch
+
+    from reidlib.config import load_config
+    from reidlib.data.build import make_data_loaders
+    from reidlib.engine import seed_everything, trainer
+    from reidlib.modeling import make_model
+
+    cfg = load_config(str(tiny_config), {"DATASETS.VAL_IDS": 3})
+    loaders = make_data_loaders(cfg)
+    device = torch.device("cpu")
+
+    def model(seed):
+        seed_everything(seed)
+        return make_model(cfg, loaders.num_classes)
+
+    evaluations = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: evaluations.append(1) or real(*a, **k))
+    monkeypatch.delenv(trial.UNTRAINED_CACHE_ENV, raising=False)
+    alone = trainer.evaluate_untrained(cfg, model(0), loaders, device)  # no sweep: evaluated, nothing kept
+    monkeypatch.setenv(trial.UNTRAINED_CACHE_ENV, str(tmp_path / "untrained"))
+    first = trainer.evaluate_untrained(cfg, model(0), loaders, device)
+    second = trainer.evaluate_untrained(cfg, model(0), loaders, device)  # another trial, same seed
+    assert len(evaluations) == 2 and alone == first == second and "val/mAP" in second
+    other = trainer.evaluate_untrained(cfg, model(1), loaders, device)  # other weights: evaluated
+    assert len(evaluations) == 3 and other == real(cfg, model(1), loaders, device, "val")[0]
+    other_split = load_config(str(tiny_config), {"DATASETS.VAL_IDS": 2})
+    trainer.evaluate_untrained(other_split, model(0), make_data_loaders(other_split), device)  # same weights
+    assert len(evaluations) == 4  # another validation split: evaluated
