@@ -195,3 +195,51 @@ def test_the_untrained_evaluation_runs_once_for_the_same_weights_and_split(tiny_
     other_split = load_config(str(tiny_config), {"DATASETS.VAL_IDS": 2})
     trainer.evaluate_untrained(other_split, model(0), make_data_loaders(other_split), device)  # same weights
     assert len(evaluations) == 4  # another validation split: evaluated
+
+
+def test_a_pooled_kernel_has_imported_torch_before_its_trial(tmp_path):
+    import nbformat
+
+    from reidlib.sweep.runner import KernelPool, execute_notebook
+
+    source = tmp_path / "probe.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import sys\nfrom reidlib import trial\ntrial.glue('torch', 'torch' in sys.modules)")])
+    nbformat.write(nb, source)
+    seen = {}
+    for warm in (True, False):
+        pool = KernelPool(None, REPO, tmp_path / "kernels", warm=warm)
+        try:
+            outcome = execute_notebook(source, tmp_path / f"{warm}.ipynb", {}, on_scrap=seen.__setitem__,
+                                       cwd=REPO, pool=pool)
+        finally:
+            pool.close()
+        assert outcome.error is None and seen["torch"] is warm
+        # the warm-up ran silently: the trial's first cell is still cell 1
+        assert nbformat.read(tmp_path / f"{warm}.ipynb", as_version=4).cells[0].execution_count == 1
+
+
+def test_a_trial_on_a_warm_kernel_computes_what_a_cold_one_does(tiny_config, tmp_path):
+    from reidlib.sweep.runner import KernelPool, execute_notebook
+
+    notebook = REPO / "notebooks" / "train.ipynb"
+    results = {}
+    for name in ("cold", "warm"):
+        pool = KernelPool(None, REPO, tmp_path / "kernels") if name == "warm" else None
+        scraps = {}
+        try:
+            outcome = execute_notebook(notebook, tmp_path / f"{name}.ipynb",
+                                       {"config_file": str(tiny_config), "max_epochs": 2, "seed": 3,
+                                        "overrides": {"DATASETS.VAL_IDS": 3},
+                                        "output_dir": str(tmp_path / name)}, on_scrap=scraps.__setitem__,
+                                       cwd=REPO, pool=pool)
+        finally:
+            if pool is not None:
+                pool.close()
+        assert outcome.error is None
+        results[name] = scraps
+    timings = ("time/epoch_s", "wall_time_s", "checkpoint")
+    cold, warm = ({k: ({m: v for m, v in s.items() if m not in timings} if isinstance(s, dict) else s)
+                   for k, s in r.items() if k != trial.CONFIG} for r in (results["cold"], results["warm"]))
+    assert cold == warm and cold[trial.SUMMARY]["best"]["val/mAP"] > 0
+    assert [k for k in cold if k.startswith(trial.EPOCH_PREFIX)] == ["epoch/0001", "epoch/0002"]
