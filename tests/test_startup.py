@@ -243,3 +243,26 @@ def test_a_trial_on_a_warm_kernel_computes_what_a_cold_one_does(tiny_config, tmp
                    for k, s in r.items() if k != trial.CONFIG} for r in (results["cold"], results["warm"]))
     assert cold == warm and cold[trial.SUMMARY]["best"]["val/mAP"] > 0
     assert [k for k in cold if k.startswith(trial.EPOCH_PREFIX)] == ["epoch/0001", "epoch/0002"]
+
+
+def test_a_sweep_evaluates_the_untrained_network_once(write_spec, tmp_path):
+    from reidlib.sweep import run_sweep
+
+    spec = write_spec({"name": "untrained", "method": "grid", "parameters": {
+        "base_lr": {"values": [0.003, 0.03]}, "max_epochs": 1, "TEST.EVAL_BEFORE_TRAINING": "yes"}})
+    result = run_sweep(spec, runs_dir=tmp_path / "runs", project_dir=REPO, wandb="disabled", progress=False)
+    filed = list((result.directory / "cache" / "untrained").glob("*.json"))
+    notebooks = [trial.read_trial_notebook(t.notebook)[2]["initial"] for t in result.trials]
+    ledger = [t.summary["initial"] for t in result.trials]
+    # two learning rates, one seed and architecture: one evaluation, every trial reports it
+    assert len(filed) == 1 and len(ledger) == 2 and "val/mAP" in ledger[0]
+    assert all(i == ledger[0] for i in ledger + notebooks)
+
+
+def test_compiled_kernels_are_cached_per_sweep_unless_the_user_chose_a_place(tmp_path, monkeypatch):
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("TRITON_CACHE_DIR", "/mine/triton")
+    env = trial.sweep_cache_environment(tmp_path)
+    assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path.resolve() / "cache" / "inductor")
+    assert "TRITON_CACHE_DIR" not in env  # the kernel inherits the user's
+    assert env[trial.UNTRAINED_CACHE_ENV] == str(tmp_path.resolve() / "cache" / "untrained")
