@@ -149,6 +149,11 @@ class KernelPool:
         self._spare = self._executor.submit(self._start)
         return spare
 
+    def wait_ready(self) -> None:
+        """Block until the next kernel has started (and warmed up), as a trial that runs longer finds it."""
+        if self._spare is not None:
+            self._spare.result()
+
     def close(self) -> None:
         if self._spare is not None:
             try:
