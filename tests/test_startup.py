@@ -266,3 +266,15 @@ def test_compiled_kernels_are_cached_per_sweep_unless_the_user_chose_a_place(tmp
     assert env["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path.resolve() / "cache" / "inductor")
     assert "TRITON_CACHE_DIR" not in env  # the kernel inherits the user's
     assert env[trial.UNTRAINED_CACHE_ENV] == str(tmp_path.resolve() / "cache" / "untrained")
+
+
+def test_a_kill_before_the_kernel_is_handed_over_lands_when_it_is(tmp_path):
+    """A time limit can run out while the trial still waits for its warming kernel."""
+    from reidlib.sweep.driver import RunningTrials
+
+    running = RunningTrials()
+    running.add("trial-001", str(tmp_path))
+    running.kill("trial-001")  # no kernel yet
+    kernel = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    running.kernel_started("trial-001", kernel.pid)
+    assert kernel.wait(timeout=10) == -9

@@ -213,7 +213,7 @@ class RunningTrials:
                 pass
 
     def kill_all(self) -> None:
-        for name in list(self._pids):
+        for name in list(self._dirs):  # also trials still waiting for their (warming) kernel
             self.kill(name)
 
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +116,7 @@ class KernelPool:
         self.env, self.cwd, self.log_dir, self.warm = env, cwd, log_dir, warm
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-pool")
         self._spare: Future | None = None
+        self._closing = threading.Event()  # a spare still warming up when the sweep ends is not waited for
 
     def _start(self):
         from jupyter_client.manager import AsyncKernelManager
@@ -130,12 +134,18 @@ class KernelPool:
         code = WARM_UP + (WARM_UP_CUDA if (self.env or {}).get("CUDA_VISIBLE_DEVICES") else "")
         client = km.client()
         client.start_channels()
+        deadline = time.monotonic() + WARM_UP_TIMEOUT_S
         try:
             run_sync(client.wait_for_ready)(timeout=WARM_UP_TIMEOUT_S)
             msg_id = client.execute(code, silent=True, store_history=False)
             reply = None
             while reply is None or reply["parent_header"].get("msg_id") != msg_id:
-                reply = run_sync(client.get_shell_msg)(timeout=WARM_UP_TIMEOUT_S)
+                if self._closing.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    reply = run_sync(client.get_shell_msg)(timeout=0.1)
+                except queue.Empty:
+                    continue
             if reply["content"]["status"] != "ok":  # the trial's own imports will say what is wrong
                 log.warning("kernel warm-up failed: %s", reply["content"].get("evalue"))
         except Exception:  # a cold kernel still runs the trial
@@ -155,6 +165,7 @@ class KernelPool:
             self._spare.result()
 
     def close(self) -> None:
+        self._closing.set()
         if self._spare is not None:
             try:
                 km, log_path = self._spare.result()
