@@ -1,11 +1,13 @@
 """P5: what hyperband early termination saves, and what it costs in the best result found.
 
 The same fixed grid of (base_lr, weight_decay) points on the synthetic set (configs/synthetic.yml,
-CPU) runs twice through ``reidlib.sweep.driver.run_sweep``: once with hyperband as in
-sweeps/demo.yaml (``min_iter 2, eta 2``: a trial whose best so far is behind the median at the 2nd or 4th
-evaluated epoch is asked to stop) and once with the full budget for every trial. The grid runs in the
-order listed (W&B's grid: ``base_lr`` outer, ``weight_decay`` inner), which mixes good and bad
-learning rates, as a random or bayes search would.
+CPU) runs twice through ``reidlib.sweep.driver.run_sweep``: once with hyperband and once with the full
+budget for every trial. By default 9 trials of 9 epochs with ``min_iter 1, eta 3`` (a trial whose best
+so far is behind the median at its 1st or 3rd evaluated epoch is asked to stop), the setting where
+early stopping has most to save; ``--min-iter 2 --eta 2 --epochs 5`` is sweeps/demo.yaml's. The grid
+runs in the order listed (W&B's grid: ``base_lr`` outer, ``weight_decay`` inner), which mixes good and
+bad learning rates, as a random or bayes search would. Every trial's seed is the config's: the same
+point trains the same in both sweeps (the table's last line checks it).
 
 "Epochs until within 1 point" walks the trials in the order they ran, epoch by epoch, and counts the
 epochs trained until some trial had reached ``val/mAP >= best - 0.01`` (best: that sweep's own final
@@ -13,11 +15,14 @@ best, and the full-budget sweep's best). Its seconds are from the sweep's start 
 epoch (the trial's end less the epochs it trained after it, so a trial's kernel start, data and
 untrained evaluation count before its first epoch).
 
-A stop takes effect one epoch late: the trial checks for its STOP file right after it sends an epoch's
-metrics, before the driver has read them, so a trial hyperband stops at band ``b`` trains ``b + 1``
-epochs, and a stop decided at ``MAX_EPOCHS - 1`` cuts nothing (the table counts those requests).
+A trial waits for the driver's verdict on each epoch (``reidlib.trial.VERDICT_FILE``), so a stop
+decided on epoch ``b``'s metrics ends the trial before epoch ``b + 1``; a stop asked during a trial's
+last epoch cuts nothing (the table counts those requests).
 
-    .venv/bin/python benchmarks/hyperband.py [--lrs 1e-3,1e-4,...] [--wds 1e-5,1e-3] [--epochs 5]
+Both sweeps share one decoded-image cache (filled by a one-trial warm-up sweep) and each computes the
+untrained evaluation once, as sweeps on one machine do.
+
+    .venv/bin/python benchmarks/hyperband.py [--lrs 1e-3,1e-4,...] [--wds 1e-5,1e-3] [--epochs 9]
 """
 from __future__ import annotations
 
@@ -35,12 +40,14 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from reidlib.data.image_cache import CACHE_ENV  # noqa: E402
+
 WANDB_MODE = "offline"
 CONFIG = REPO / "configs" / "synthetic.yml"
 METRIC = "val/mAP"
 WITHIN = 0.01  # one mAP point
-LRS = "1e-3,1e-4,1e-2,3e-3"  # good and bad, not in order
-WDS = "1e-5,1e-3"
+LRS = "3e-3,1e-4,1e-2,3e-4,1e-3,3e-2,2e-3,5e-5,5e-3"  # good and bad, not in order
+WDS = "5e-4"
 
 
 def spec(work: Path, name: str, lrs: list[float], wds: list[float], epochs: int, hyperband: dict | None) -> Path:
@@ -121,9 +128,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lrs", default=LRS, help="comma-separated base_lr grid values, in run order")
     parser.add_argument("--wds", default=WDS, help="comma-separated weight_decay grid values")
-    parser.add_argument("--epochs", type=int, default=5, help="SOLVER.MAX_EPOCHS of every trial (the demo's: 5)")
-    parser.add_argument("--min-iter", type=int, default=2)
-    parser.add_argument("--eta", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=9, help="SOLVER.MAX_EPOCHS of every trial (the demo's: 5)")
+    parser.add_argument("--min-iter", type=int, default=1)
+    parser.add_argument("--eta", type=int, default=3)
     args = parser.parse_args()
     lrs = [float(v) for v in args.lrs.split(",")]
     wds = [float(v) for v in args.wds.split(",")]
@@ -133,6 +140,7 @@ def main() -> None:
     total, load_before = time.perf_counter(), os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        os.environ[CACHE_ENV] = str(work / "cache")  # the trials' kernels inherit it
         # warm-up: kernelspec, imports, wandb service, page cache (one trial, one epoch)
         sweep(work, spec(work, "warmup", lrs[:1], wds[:1], 1, None))
         hb_trials, hb_start, hb_wall, hb_asked = sweep(work, spec(work, "hyperband", lrs, wds, args.epochs,

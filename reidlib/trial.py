@@ -35,6 +35,11 @@ STOP_FILE = "STOP"
 # starts); a trial that finds the file waits for each epoch's verdict, up to VERDICT_WAIT_S.
 VERDICT_FILE, VERDICT_WAIT_S = "VERDICT", 10.0
 SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
+# Where a sweep's trials share what every one of them would otherwise compute again (the driver sets
+# these in their kernels' environment): the untrained network's val/* (reidlib.engine.trainer), and
+# SOLVER.COMPILE's inductor and Triton kernels (torch reads the last two itself).
+UNTRAINED_CACHE_ENV = "REID_SWEEP_UNTRAINED_CACHE"
+COMPILE_CACHE_ENVS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -78,6 +83,15 @@ def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = 
             raise ConfigError(name, f"given both as alias and as overrides[{ALIASES[name]!r}]; keep one")
         merged[name] = value
     return load_config(config_file, merged)
+
+
+def sweep_cache_environment(sweep_dir: str | Path) -> dict[str, str]:
+    """The environment a sweep's trial kernels share caches through: ``<sweep_dir>/cache/<what>``
+    (a compile cache the user has pointed elsewhere stays where it is)."""
+    cache = Path(sweep_dir).resolve() / "cache"
+    env = {UNTRAINED_CACHE_ENV: str(cache / "untrained")}
+    env.update({name: str(cache / sub) for name, sub in COMPILE_CACHE_ENVS.items() if name not in os.environ})
+    return env
 
 
 # --- scraps -------------------------------------------------------------------------------------

@@ -66,6 +66,15 @@ def sweep(tmp_path_factory, tiny_config):
     return result, make_report(result.directory, REPO)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def image_cache_dir(tmp_path_factory):
+    """Trials' decoded-image cache (``reidlib.data.image_cache``) in the session's temp dir, not ~/.cache."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("image-cache")
+        patch.setenv("REID_SWEEP_CACHE_DIR", str(path))
+        yield path
+
+
 @pytest.fixture(autouse=True)
 def no_inherited_wandb_service(monkeypatch):
     """wandb puts its service's address in os.environ (WANDB_SERVICE) once a test used it in-process;

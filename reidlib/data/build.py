@@ -3,7 +3,9 @@
 Each split takes the cached, batched path (``reidlib.data.cached``) when its decoded images fit what is
 left of ``INPUT.CACHE_BUDGET_MB`` (on a GPU, at most a quarter of its free memory; train first, then
 the validation split, then query and gallery), and the per-sample PIL path
-(``ImageFolderSamples`` in a torch ``DataLoader`` with ``DATALOADER.NUM_WORKERS`` workers) otherwise."""
+(``ImageFolderSamples`` in a torch ``DataLoader`` with ``DATALOADER.NUM_WORKERS`` workers) otherwise.
+A cached split is decoded once per machine and memory-mapped after that (``reidlib.data.image_cache``);
+the budget bounds what goes to the device."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -11,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader
 
-from reidlib.data.cached import BatchTransform, CachedLoader, cache_bytes, decode_images
+from reidlib.data.cached import BatchTransform, CachedLoader, cache_bytes, split_images
 from reidlib.data.datasets import ImageDataset, make_dataset
 from reidlib.data.images import ImageFolderSamples
 from reidlib.data.samplers import RandomIdentitySampler
@@ -56,15 +58,16 @@ def _cache_budget(cfg, device: torch.device) -> int:
     return budget
 
 
-def _split_loader(cfg, samples, train: bool, device, budget: int, pk_sampler=None) -> tuple[Loader, int]:
-    """One split's loader, and the bytes of cache it took (0 on the per-sample PIL path)."""
+def _split_loader(cfg, name: str, samples, train: bool, device, budget: int, pk_sampler=None) -> tuple[Loader, int]:
+    """One split's loader, and the bytes of cache it took (0 on the per-sample PIL path). ``name``
+    (dataset and split) names its file in the image cache."""
     s = cfg.DATALOADER
     size = cfg.INPUT.SIZE_TRAIN if train else cfg.INPUT.SIZE_TEST
     batch_size = cfg.SOLVER.IMS_PER_BATCH if train else cfg.TEST.IMS_PER_BATCH
     batching = {"shuffle": train and pk_sampler is None, "drop_last": train}
     cost = cache_bytes(len(samples), size)
     if cost <= budget:
-        images = decode_images(samples, size, s.NUM_WORKERS).to(device)
+        images = split_images(name, samples, size, s.NUM_WORKERS).to(device)
         transform = BatchTransform(cfg, train, device, seed=cfg.SEED)
         return CachedLoader(images, samples, batch_size, transform, sampler=pk_sampler if train else None,
                             seed=cfg.SEED, **batching), cost
@@ -87,7 +90,8 @@ def make_data_loaders(cfg, dataset: ImageDataset | None = None) -> DataLoaders:
     for split, samples in splits:
         if not samples:  # no validation split
             continue
-        loaders[split], cost = _split_loader(cfg, samples, split == "train", device, budget, pk_sampler)
+        loaders[split], cost = _split_loader(cfg, f"{dataset.name}-{split}", samples, split == "train", device, budget,
+                                             pk_sampler)
         if cost:
             budget -= cost
             cached.append(split)
@@ -98,7 +102,7 @@ def make_evaluation_loader(cfg, samples) -> Loader:
     """An evaluation loader over ``samples`` (the test transform), on the path ``make_data_loaders``
     takes for an evaluation split: the same batches, so the same features."""
     device = resolve_device(cfg.MODEL.DEVICE)
-    return _split_loader(cfg, samples, False, device, _cache_budget(cfg, device))[0]
+    return _split_loader(cfg, f"{cfg.DATASETS.NAMES}-evaluation", samples, False, device, _cache_budget(cfg, device))[0]
 
 
 __all__ = ["TEST", "VAL", "DataLoaders", "ImageFolderSamples", "make_data_loaders", "make_evaluation_loader"]

@@ -7,9 +7,13 @@ the training device; each batch is indexed out of it and augmented as a whole th
 augmentations draw from the same distributions as ``transforms.make_transforms``: flip with
 ``INPUT.PROB``; zero padding of ``INPUT.PADDING`` then a random crop back to the input size; ImageNet
 normalisation; random erasing with ``INPUT.RE_PROB`` (``transforms.random_erasing``, the same function).
+
+The decoded split is kept on disk too (``reidlib.data.image_cache``): the first trial of a sweep decodes,
+every later one memory-maps the file (on the CPU the batches are indexed straight out of the map).
 """
 from __future__ import annotations
 
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,8 +21,11 @@ import torch
 import torch.nn.functional as F
 from torchvision import transforms as T
 
+from reidlib.data import image_cache
 from reidlib.data.images import ImageFolderSamples
 from reidlib.data.transforms import random_erasing
+
+log = logging.getLogger(__name__)
 
 
 def cache_bytes(num_images: int, size) -> int:
@@ -39,6 +46,19 @@ def decode_images(samples, size, num_threads: int = 1) -> torch.Tensor:
     with ThreadPoolExecutor(max(1, num_threads)) as pool:
         list(pool.map(decode, range(len(samples))))
     return images
+
+
+def split_images(name: str, samples, size, num_threads: int = 1) -> torch.Tensor:
+    """``decode_images`` through the disk cache (``name``: dataset and split, e.g. 'market1501-train');
+    decoded in memory when the cache is off or cannot be written (with a warning)."""
+    directory = image_cache.images_dir()
+    if directory is not None:
+        try:
+            return torch.from_numpy(image_cache.load_or_decode(
+                directory, name, samples, size, lambda: decode_images(samples, size, num_threads).numpy()))
+        except OSError as err:
+            log.warning("image cache unavailable (%s): decoding in memory", err)
+    return decode_images(samples, size, num_threads)
 
 
 class BatchTransform:
@@ -118,4 +138,4 @@ class CachedLoader:
             yield self.transform(images), self.pids[index], self.camids[index]
 
 
-__all__ = ["BatchTransform", "CachedLoader", "cache_bytes", "decode_images"]
+__all__ = ["BatchTransform", "CachedLoader", "cache_bytes", "decode_images", "split_images"]

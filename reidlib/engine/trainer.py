@@ -3,9 +3,17 @@ a metrics dict to its callbacks, and any callback may ask it to stop.
 
 Two evaluations: ``val/*`` every ``SOLVER.EVAL_PERIOD`` epochs on the held-out training identities
 (``DATASETS.VAL_IDS``; query/gallery when none are held out, as upstream), and ``test/*`` on
-query/gallery once, when training ends (finished or stopped early), of the final weights."""
+query/gallery once, when training ends (finished or stopped early), of the final weights.
+
+The untrained network's ``val/*`` (``TEST.EVAL_BEFORE_TRAINING``) is one figure for every trial of a
+sweep that starts from the same weights on the same validation split, so under a sweep driver it is
+computed once: ``evaluate_untrained`` files it under a hash of everything it depends on, and a later
+trial with the same hash reads it instead of evaluating again."""
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import random
 import time
@@ -16,13 +24,18 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
+from reidlib.config import flat_keys
 from reidlib.data.build import TEST, VAL
+from reidlib.data.image_cache import split_key
 from reidlib.devices import resolve_device
 from reidlib.engine.inference import extract_features
 from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features, rerank_options
 from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
+from reidlib.trial import UNTRAINED_CACHE_ENV
+
+log = logging.getLogger(__name__)
 
 FINISHED, STOPPED_EARLY, DIVERGED, OOM, FAILED = "finished", "stopped_early", "diverged", "oom", "failed"
 AMP_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SOLVER.AMP; CUDA only
@@ -92,7 +105,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     max_epochs = cfg.SOLVER.MAX_EPOCHS
     try:
         if cfg.TEST.EVAL_BEFORE_TRAINING == "yes" and not resume:
-            result.initial, _ = evaluate(cfg, model, loaders, device, VAL)
+            result.initial = evaluate_untrained(cfg, model, loaders, device)
         for epoch in range(first_epoch, max_epochs + 1):
             epoch_start = time.perf_counter()
             model.train()
@@ -168,6 +181,53 @@ def evaluate(cfg, model, loaders, device, split: str = VAL):
     g_feats, g_pids, g_camids = extract_features(model, gallery, device)
     return evaluate_features(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, split=split,
                              feat_norm=cfg.TEST.FEAT_NORM == "yes", rerank=rerank_options(cfg.TEST, device))
+
+
+# what an evaluation of given weights depends on besides them and the images (SOLVER.* and the training
+# augmentations do not enter it)
+EVALUATION_KEYS = ("MODEL.", "TEST.", "DATASETS.", "INPUT.SIZE_TEST", "INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD",
+                   "DETERMINISTIC")
+
+
+def untrained_key(cfg, model, loaders, device) -> str:
+    """SHA-256 of the model's weights, the validation split's images (paths, sizes, mtimes), the config
+    keys an evaluation reads, the device type and torch's version."""
+    digest = hashlib.sha256(json.dumps([torch.__version__, device.type, [
+        (k, v) for k, v in flat_keys(cfg) if k.startswith(EVALUATION_KEYS)]], default=str).encode())
+    for name, tensor in model.state_dict().items():
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(flat.view(torch.uint8).numpy().data)
+    d = loaders.dataset
+    evaluated = d.val_query + d.val_gallery if loaders.has_val_split else d.query + d.gallery
+    digest.update(split_key(evaluated, cfg.INPUT.SIZE_TEST))
+    return digest.hexdigest()
+
+
+def evaluate_untrained(cfg, model, loaders, device) -> dict:
+    """``val/*`` of the untrained ``model``: read from ``$REID_SWEEP_UNTRAINED_CACHE/<untrained_key>.json``
+    when an earlier trial of the sweep wrote it, else evaluated (and written there when that is set:
+    a temporary file renamed, so a reader sees all of it or nothing)."""
+    directory = os.environ.get(UNTRAINED_CACHE_ENV)
+    if not directory:
+        return evaluate(cfg, model, loaders, device, VAL)[0]
+    path = Path(directory) / f"{untrained_key(cfg, model, loaders, device)}.json"
+    try:
+        metrics = json.loads(path.read_text())
+        log.info("untrained val/* from %s (an earlier trial of this sweep evaluated the same weights)", path)
+        return metrics
+    except (OSError, ValueError):  # none yet, or unreadable: evaluate
+        pass
+    metrics = evaluate(cfg, model, loaders, device, VAL)[0]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(metrics))
+        tmp.replace(path)
+    except OSError as err:  # the next trial evaluates again; this one has its figure
+        log.warning("could not keep the untrained evaluation in %s: %s", path, err)
+        tmp.unlink(missing_ok=True)
+    return metrics
 
 
 def evaluate_test(cfg, model, loaders, device, last_epoch: dict) -> dict:

@@ -244,6 +244,18 @@ def _cmd_reindex(args) -> int:
     return 0
 
 
+def _cmd_clean_cache(args) -> int:
+    from reidlib.data.image_cache import CACHE_ENV, clean, images_dir
+
+    directory = images_dir()
+    if directory is None:
+        print(f"the image cache is off (${CACHE_ENV}=off): nothing to remove")
+        return 0
+    files, freed = clean(directory)
+    print(f"removed {files} files ({freed / 2**20:.1f} MiB) from {directory}")
+    return 0
+
+
 def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", choices=("grid", "random", "bayes", "tpe", "gp"), help="replace the spec's method")
     parser.add_argument("--name", help="replace the spec's name")
@@ -311,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
     reindex = sub.add_parser("reindex", help="rebuild a sweep's ledger from its executed trial notebooks")
     reindex.add_argument("directory", help="runs/<sweep-id>")
     reindex.set_defaults(func=_cmd_reindex)
+    clean = sub.add_parser("clean-cache", help="remove the decoded images trials share (~/.cache/reid-sweep/images, "
+                                               "or under $REID_SWEEP_CACHE_DIR); the next trial decodes again")
+    clean.set_defaults(func=_cmd_clean_cache)
     return parser
 
 

@@ -213,7 +213,7 @@ class RunningTrials:
                 pass
 
     def kill_all(self) -> None:
-        for name in list(self._pids):
+        for name in list(self._dirs):  # also trials still waiting for their (warming) kernel
             self.kill(name)
 
 
@@ -393,7 +393,8 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         finally:
             pool.close()
 
-    envs = worker_environments(workers, gpus)
+    shared = contract.sweep_cache_environment(session.directory)  # the untrained evaluation, compiled kernels
+    envs = [{**shared, **env} for env in worker_environments(workers, gpus)]
     done = [threading.Event() for _ in envs]
 
     def worker(env, finished):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import re
 import sys
 import tempfile
+import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,11 @@ ENGINE_NAME = "reid-sweep"
 SECRET_ENV = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD)$|^WANDB_API_KEY$", re.IGNORECASE)
 
 ScrapCallback = Callable[[str, Any], None]
+# What a spare kernel imports before its trial: what notebooks/train.ipynb's cells import
+WARM_UP = ("import torch, torchvision, pandas, scrapbook\n"
+           "import reidlib.data.build, reidlib.engine, reidlib.modeling, reidlib.report, reidlib.trial\n")
+WARM_UP_CUDA = "torch.cuda.is_available() and torch.cuda.init()\n"
+WARM_UP_TIMEOUT_S = 300
 
 
 class TrialClient(PapermillNotebookClient):
@@ -97,14 +105,18 @@ def _end(km) -> None:
 class KernelPool:
     """One worker's next kernel, started while the current trial runs.
 
-    Every trial still gets a fresh kernel process of its own, used once; it just need not wait the
-    ~0.6 s a kernel takes to boot. The spare has imported nothing (no torch, no CUDA).
+    Every trial still gets a fresh kernel process of its own, used once; it just need not wait for the
+    kernel to boot nor for the imports: with ``warm`` the spare runs ``WARM_UP`` (silently: the trial's
+    cells still count from 1) before it is handed out, and initialises CUDA when its worker was given a
+    GPU (``CUDA_VISIBLE_DEVICES``), never otherwise. Nothing else of a trial's state exists before its
+    first cell: configs, seeds and data are the trial's own.
     """
 
-    def __init__(self, env: dict[str, str] | None, cwd: Path, log_dir: Path):
-        self.env, self.cwd, self.log_dir = env, cwd, log_dir
+    def __init__(self, env: dict[str, str] | None, cwd: Path, log_dir: Path, warm: bool = True):
+        self.env, self.cwd, self.log_dir, self.warm = env, cwd, log_dir, warm
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-pool")
         self._spare: Future | None = None
+        self._closing = threading.Event()  # a spare still warming up when the sweep ends is not waited for
 
     def _start(self):
         from jupyter_client.manager import AsyncKernelManager
@@ -114,7 +126,32 @@ class KernelPool:
         km = AsyncKernelManager(kernel_name=ensure_kernelspec())
         with os.fdopen(fd, "w") as stream:  # the kernel keeps its own copy of the descriptor
             run_sync(km.start_kernel)(env=kernel_environment(self.env), cwd=str(self.cwd), stdout=stream, stderr=stream)
+        if self.warm:
+            self._warm_up(km)
         return km, Path(log_path)
+
+    def _warm_up(self, km) -> None:
+        code = WARM_UP + (WARM_UP_CUDA if (self.env or {}).get("CUDA_VISIBLE_DEVICES") else "")
+        client = km.client()
+        client.start_channels()
+        deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+        try:
+            run_sync(client.wait_for_ready)(timeout=WARM_UP_TIMEOUT_S)
+            msg_id = client.execute(code, silent=True, store_history=False)
+            reply = None
+            while reply is None or reply["parent_header"].get("msg_id") != msg_id:
+                if self._closing.is_set() or time.monotonic() > deadline:
+                    return
+                try:
+                    reply = run_sync(client.get_shell_msg)(timeout=0.1)
+                except queue.Empty:
+                    continue
+            if reply["content"]["status"] != "ok":  # the trial's own imports will say what is wrong
+                log.warning("kernel warm-up failed: %s", reply["content"].get("evalue"))
+        except Exception:  # a cold kernel still runs the trial
+            log.warning("kernel warm-up did not finish", exc_info=True)
+        finally:
+            client.stop_channels()
 
     def take(self):
         """``(kernel manager, its log file)`` of a started kernel; the next one starts now."""
@@ -122,7 +159,13 @@ class KernelPool:
         self._spare = self._executor.submit(self._start)
         return spare
 
+    def wait_ready(self) -> None:
+        """Block until the next kernel has started (and warmed up), as a trial that runs longer finds it."""
+        if self._spare is not None:
+            self._spare.result()
+
     def close(self) -> None:
+        self._closing.set()
         if self._spare is not None:
             try:
                 km, log_path = self._spare.result()

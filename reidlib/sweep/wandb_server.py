@@ -18,6 +18,7 @@ import logging
 import threading
 from pathlib import Path
 
+from reidlib import trial as contract
 from reidlib.errors import SpecError
 from reidlib.sweep.bridge import configure_run
 from reidlib.sweep.driver import RunningTrials, SweepSession, TrialOptions, open_session, run_trial, worker_environments
@@ -80,6 +81,7 @@ def run_agent(sweep_path: str, count: int | None = None, runs_dir: str | Path | 
     options = TrialOptions(wandb_mode="online", project=project, entity=entity, time_limit=time_limit)
     running = RunningTrials()
     [env] = worker_environments(1, [gpu] if gpu else None)
+    env.update(contract.sweep_cache_environment(session.directory))
 
     def trial_function() -> None:
         run = configure_run(wandb.init(dir=str(session.directory), job_type="trial", group=sweep_id,
