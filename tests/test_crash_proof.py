@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import secrets
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,12 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import nbformat
-import psutil
 import pytest
 import yaml
 
 from conftest import REPO
 from fake_trial import write_fake_trial
+from processes import assert_no_tagged_process
 from reidlib.sweep import cli, create_sweep, run_sweep
 from reidlib.sweep.controller import MAX_KERNEL_DEATHS
 from reidlib.sweep.lease import DRIVER_GONE
@@ -74,19 +73,6 @@ def start_driver(spec: Path, sweep_id: str, tmp_path: Path, tag: str) -> subproc
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(spec), sweep_id, str(tmp_path / "runs"), str(tmp_path)],
                             cwd=tmp_path, env={**os.environ, "REID_SWEEP_FAULT_TEST": tag},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def assert_no_tagged_process(tag: str) -> None:
-    """No process started under ``tag`` (drivers, their kernels) is left alive."""
-    left = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("REID_SWEEP_FAULT_TEST") == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    _, alive = psutil.wait_procs(left, timeout=10)
-    assert not alive, [p.cmdline()[:3] for p in alive]
 
 
 def finished_points(sweep_dir: Path) -> Counter:

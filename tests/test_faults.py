@@ -25,6 +25,7 @@ import yaml
 
 from conftest import REPO
 from fake_trial import write_fake_trial
+from processes import assert_no_tagged_process
 from reidlib.sweep import cli, create_sweep, ledger as ledger_module, run_sweep
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
@@ -303,15 +304,7 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
     assert len(list((db.parent / "wandb").glob("offline-run-*"))) == 40
     assert_records_agree(db.parent)
     assert any("best trial: " in out for out, _ in outputs) and (db.parent / "report" / "index.html").is_file()
-    left = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get("REID_SWEEP_FAULT_TEST") == tag and proc.status() != psutil.STATUS_ZOMBIE:
-                left.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    _, alive = psutil.wait_procs(left, timeout=10)
-    assert not alive, [p.cmdline()[:3] for p in alive]
+    assert_no_tagged_process(tag)
 
 
 def _probe_dead_lease(sweep_dir, token, rounds, results):
