@@ -4,7 +4,7 @@ The same trials run twice in one process, as a sweep worker runs them (``runner.
 with a ``KernelPool``):
 
 - **before**: what reid-sweep did until issue 18: the pooled kernel has imported nothing
-  (``KernelPool(warm=False)``), every trial decodes its images (``REID_SWEEP_CACHE_DIR=off``) and
+  (no ``warm_up``), every trial decodes its images (``REID_SWEEP_CACHE_DIR=off``) and
   evaluates the untrained network (no ``REID_SWEEP_UNTRAINED_CACHE``);
 - **after**: the pooled kernel imported torch, torchvision and reidlib while the previous trial ran,
   the decoded images come from the disk cache (the first trial writes it), the untrained evaluation
@@ -21,6 +21,7 @@ training identity in eight for validation, as sweeps do by default.
     .venv/bin/python benchmarks/trial_startup.py                # both settings, 3 trials per mode
     .venv/bin/python benchmarks/trial_startup.py --setting demo
     .venv/bin/python benchmarks/trial_startup.py --setting market --trials 2 --scale 0.05  # a quick check
+    .venv/bin/python benchmarks/trial_startup.py --setting sweep --trials 4 --epochs 3  # whole sweeps
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import warnings
 from pathlib import Path
 
 import nbformat
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -109,11 +111,11 @@ def generate(config_file: str, overrides: dict) -> None:
 
 
 def run_mode(probe: Path, work: Path, config_file: str, overrides: dict, trials: int, after: bool) -> list[dict]:
-    from reidlib.sweep.runner import KernelPool, execute_notebook
+    from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 
     env = {CACHE_ENV: str(work / "cache"), UNTRAINED_CACHE_ENV: str(work / "untrained")} if after else {CACHE_ENV: "off"}
     env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)  # as a one-worker sweep gives its kernel
-    pool = KernelPool(env, REPO, work / "kernels", warm=after)
+    pool = KernelPool(env, REPO, work / "kernels", notebook_warm_up(REPO / "notebooks" / "train.ipynb") if after else ())
     results = []
     try:
         for i in range(trials):
@@ -154,9 +156,42 @@ def table(name: str, before: list[dict], after: list[dict]) -> None:
           f"{'the same' if same else 'NOT the same'} in every trial of both modes")
 
 
+def sweep_walls(work: Path, trials: int, epochs: int, rounds: int) -> None:
+    """Whole demo sweeps (the driver, hyperband off) on warm and on plain pooled kernels, alternated:
+    a spare imports torch while the previous trial trains, which only pays where that trial leaves
+    the CPU idle (a GPU trial) and costs the trial itself where it does not."""
+    from reidlib.sweep import driver, run_sweep
+
+    declared = driver.notebook_warm_up
+    lrs = [3e-3, 1e-3, 3e-4, 1e-4, 2e-3, 5e-4, 2e-4, 5e-5][:trials]
+    walls = {"warm": [], "plain": []}
+    for i in range(rounds):
+        for mode in ("plain", "warm") if i % 2 == 0 else ("warm", "plain"):
+            driver.notebook_warm_up = declared if mode == "warm" else (lambda notebook: [])
+            spec = work / f"{mode}-{i}.yaml"
+            spec.write_text(yaml.safe_dump({"name": f"{mode}-{i}", "config_file": str(REPO / "configs" / "synthetic.yml"),
+                                            "method": "grid", "parameters": {"base_lr": {"values": lrs}},
+                                            "defaults": {"max_epochs": epochs}}))
+            start = time.perf_counter()
+            result = run_sweep(spec, runs_dir=work / "runs", project_dir=REPO, wandb="disabled", progress=False)
+            walls[mode].append((time.perf_counter() - start) / trials)
+            if any(t.state != "finished" for t in result.trials):
+                raise SystemExit(f"a {mode} trial did not finish")
+    driver.notebook_warm_up = declared
+    print(f"\nwhole sweeps: {trials} demo trials of {epochs} epochs, {rounds} rounds alternated; seconds per trial\n")
+    print("| kernels | per trial (median) | all rounds | ratio to plain |\n|---|---|---|---|")
+    plain = statistics.median(walls["plain"])
+    for mode, values in walls.items():
+        print(f"| {mode} | {statistics.median(values):.1f} | {', '.join(f'{v:.1f}' for v in values)} | "
+              f"{statistics.median(values) / plain:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--setting", choices=("demo", "market", "both"), default="both")
+    parser.add_argument("--setting", choices=("demo", "market", "both", "sweep"), default="both",
+                        help="sweep: whole demo sweeps on warm and plain kernels (--trials per sweep)")
+    parser.add_argument("--epochs", type=int, default=3, help="sweep: epochs per trial")
+    parser.add_argument("--rounds", type=int, default=2, help="sweep: sweeps per kernel mode")
     parser.add_argument("--trials", type=int, default=3, help="trials per mode (the first 'after' one fills the caches)")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the Market-size identities (a quick check)")
     parser.add_argument("--data", default=str(Path(tempfile.gettempdir()) / "reid-sweep-bench-data"),
@@ -167,7 +202,10 @@ def main() -> None:
     os.chdir(REPO)
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     chosen = settings(Path(args.data) / f"scale-{args.scale:g}", args.scale)
-    for name in (("demo", "market") if args.setting == "both" else (args.setting,)):
+    if args.setting == "sweep":
+        with tempfile.TemporaryDirectory() as tmp:
+            sweep_walls(Path(tmp), args.trials, args.epochs, args.rounds)
+    for name in {"both": ("demo", "market"), "sweep": ()}.get(args.setting, (args.setting,)):
         config_file, overrides = chosen[name]
         generate(config_file, overrides)
         with tempfile.TemporaryDirectory() as tmp:

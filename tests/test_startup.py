@@ -17,6 +17,8 @@ from conftest import REPO
 from reidlib import trial
 from reidlib.data import image_cache
 
+TRAIN_NOTEBOOK = REPO / "notebooks" / "train.ipynb"
+
 SIZE = (8, 4)
 
 
@@ -200,7 +202,7 @@ def test_the_untrained_evaluation_runs_once_for_the_same_weights_and_split(tiny_
 def test_a_pooled_kernel_has_imported_torch_before_its_trial(tmp_path):
     import nbformat
 
-    from reidlib.sweep.runner import KernelPool, execute_notebook
+    from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 
     source = tmp_path / "probe.ipynb"
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
@@ -208,7 +210,7 @@ def test_a_pooled_kernel_has_imported_torch_before_its_trial(tmp_path):
     nbformat.write(nb, source)
     seen = {}
     for warm in (True, False):
-        pool = KernelPool(None, REPO, tmp_path / "kernels", warm=warm)
+        pool = KernelPool(None, REPO, tmp_path / "kernels", notebook_warm_up(TRAIN_NOTEBOOK) if warm else ())
         try:
             outcome = execute_notebook(source, tmp_path / f"{warm}.ipynb", {}, on_scrap=seen.__setitem__,
                                        cwd=REPO, pool=pool)
@@ -219,13 +221,32 @@ def test_a_pooled_kernel_has_imported_torch_before_its_trial(tmp_path):
         assert nbformat.read(tmp_path / f"{warm}.ipynb", as_version=4).cells[0].execution_count == 1
 
 
+def test_a_notebook_names_what_its_spare_kernel_imports(tmp_path):
+    """Only what the trial notebook declares is imported ahead: a notebook that declares nothing (a
+    quick evaluation, a test's fake trial) gets a plain kernel, not five seconds of torch."""
+    import nbformat
+
+    from reidlib.sweep.runner import notebook_warm_up, warm_up_code
+
+    assert {"torch", "torchvision", "reidlib.trial"} <= set(notebook_warm_up(TRAIN_NOTEBOOK))
+    assert "torch" in notebook_warm_up(REPO / "notebooks" / "evaluate.ipynb")
+    plain = tmp_path / "plain.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(), plain)
+    assert notebook_warm_up(plain) == [] and warm_up_code([]) == ""
+    declared = nbformat.v4.new_notebook(metadata={"reid_sweep": {"warm_up": ["json", "os; import shutil", 3]}})
+    nbformat.write(declared, plain)
+    assert notebook_warm_up(plain) == ["json"]  # a module name, nothing else, reaches the kernel
+    assert warm_up_code(["torch"], cuda=True).endswith("torch.cuda.init()\n")
+    assert "cuda" not in warm_up_code(["torch"], cuda=False) + warm_up_code(["json"], cuda=True)
+
+
 def test_a_trial_on_a_warm_kernel_computes_what_a_cold_one_does(tiny_config, tmp_path):
-    from reidlib.sweep.runner import KernelPool, execute_notebook
+    from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 
     notebook = REPO / "notebooks" / "train.ipynb"
     results = {}
     for name in ("cold", "warm"):
-        pool = KernelPool(None, REPO, tmp_path / "kernels") if name == "warm" else None
+        pool = KernelPool(None, REPO, tmp_path / "kernels", notebook_warm_up(notebook)) if name == "warm" else None
         scraps = {}
         try:
             outcome = execute_notebook(notebook, tmp_path / f"{name}.ipynb",

@@ -37,7 +37,7 @@ from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE, recover_finished, save_wandb_destination
-from reidlib.sweep.runner import KernelPool, execute_notebook
+from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
 log = logging.getLogger(__name__)
@@ -378,8 +378,10 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
                 return trial
             stopping.wait(OTHERS_POLL_S)
 
+    warm_up = notebook_warm_up(session.project_dir / session.spec.notebook)
+
     def work(env):
-        pool = KernelPool(env, session.project_dir, session.directory / "trials")
+        pool = KernelPool(env, session.project_dir, session.directory / "trials", warm_up)
         try:
             while (trial := claim()) is not None:
                 state = run_trial(session, controller, trial, options, running, env, pool=pool)

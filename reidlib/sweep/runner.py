@@ -18,8 +18,9 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
+import nbformat
 import papermill
 from jupyter_core.utils import run_sync
 from papermill.clientwrap import PapermillNotebookClient
@@ -41,10 +42,10 @@ ENGINE_NAME = "reid-sweep"
 SECRET_ENV = re.compile(r"(_KEY|_TOKEN|_SECRET|_PASSWORD)$|^WANDB_API_KEY$", re.IGNORECASE)
 
 ScrapCallback = Callable[[str, Any], None]
-# What a spare kernel imports before its trial: what notebooks/train.ipynb's cells import
-WARM_UP = ("import torch, torchvision, pandas, scrapbook\n"
-           "import reidlib.data.build, reidlib.engine, reidlib.modeling, reidlib.report, reidlib.trial\n")
-WARM_UP_CUDA = "torch.cuda.is_available() and torch.cuda.init()\n"
+# A trial notebook names the modules a spare kernel may import before its trial starts, in its
+# metadata (``{"reid_sweep": {"warm_up": ["torch", ...]}}``): what its own cells import anyway, so the
+# warm-up never loads what the trial would not. A notebook that names none gets a plain kernel.
+WARM_UP_METADATA = ("reid_sweep", "warm_up")
 WARM_UP_TIMEOUT_S = 300
 
 
@@ -106,14 +107,15 @@ class KernelPool:
     """One worker's next kernel, started while the current trial runs.
 
     Every trial still gets a fresh kernel process of its own, used once; it just need not wait for the
-    kernel to boot nor for the imports: with ``warm`` the spare runs ``WARM_UP`` (silently: the trial's
-    cells still count from 1) before it is handed out, and initialises CUDA when its worker was given a
-    GPU (``CUDA_VISIBLE_DEVICES``), never otherwise. Nothing else of a trial's state exists before its
+    kernel to boot nor for the imports: the spare imports ``warm_up`` (silently: the trial's cells still
+    count from 1) before it is handed out, and initialises CUDA when it imports torch and its worker was
+    given a GPU (``CUDA_VISIBLE_DEVICES``), never otherwise. Nothing else of a trial's state exists before its
     first cell: configs, seeds and data are the trial's own.
     """
 
-    def __init__(self, env: dict[str, str] | None, cwd: Path, log_dir: Path, warm: bool = True):
-        self.env, self.cwd, self.log_dir, self.warm = env, cwd, log_dir, warm
+    def __init__(self, env: dict[str, str] | None, cwd: Path, log_dir: Path, warm_up: Sequence[str] = ()):
+        self.env, self.cwd, self.log_dir = env, cwd, log_dir
+        self.warm_up = warm_up_code(warm_up, cuda=bool((env or {}).get("CUDA_VISIBLE_DEVICES")))
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-pool")
         self._spare: Future | None = None
         self._closing = threading.Event()  # a spare still warming up when the sweep ends is not waited for
@@ -126,18 +128,17 @@ class KernelPool:
         km = AsyncKernelManager(kernel_name=ensure_kernelspec())
         with os.fdopen(fd, "w") as stream:  # the kernel keeps its own copy of the descriptor
             run_sync(km.start_kernel)(env=kernel_environment(self.env), cwd=str(self.cwd), stdout=stream, stderr=stream)
-        if self.warm:
+        if self.warm_up:
             self._warm_up(km)
         return km, Path(log_path)
 
     def _warm_up(self, km) -> None:
-        code = WARM_UP + (WARM_UP_CUDA if (self.env or {}).get("CUDA_VISIBLE_DEVICES") else "")
         client = km.client()
         client.start_channels()
         deadline = time.monotonic() + WARM_UP_TIMEOUT_S
         try:
             run_sync(client.wait_for_ready)(timeout=WARM_UP_TIMEOUT_S)
-            msg_id = client.execute(code, silent=True, store_history=False)
+            msg_id = client.execute(self.warm_up, silent=True, store_history=False)
             reply = None
             while reply is None or reply["parent_header"].get("msg_id") != msg_id:
                 if self._closing.is_set() or time.monotonic() > deadline:
@@ -175,6 +176,22 @@ class KernelPool:
                 log.debug("spare kernel did not start", exc_info=True)
             self._spare = None
         self._executor.shutdown(wait=True)
+
+
+def notebook_warm_up(notebook: str | Path) -> list[str]:
+    """The modules ``notebook`` lets a spare kernel import ahead (its metadata; none when unsaid)."""
+    section, key = WARM_UP_METADATA
+    modules = nbformat.read(str(notebook), as_version=4).metadata.get(section, {}).get(key, [])
+    return [m for m in modules if isinstance(m, str) and re.fullmatch(r"[A-Za-z_][\w.]*", m)]
+
+
+def warm_up_code(modules: Sequence[str], cuda: bool = False) -> str:
+    if not modules:
+        return ""
+    code = "".join(f"import {module}\n" for module in modules)
+    if cuda and "torch" in modules:
+        code += "torch.cuda.is_available() and torch.cuda.init()\n"
+    return code
 
 
 papermill_engines.register(ENGINE_NAME, TrialEngine)
