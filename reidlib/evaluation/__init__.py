@@ -9,8 +9,11 @@ from reidlib.evaluation.rerank import re_ranked_distances, re_ranking
 
 
 def euclidean_distances(query: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Squared Euclidean distances, ``query x gallery``, on the features' device."""
-    return torch.cdist(query.float(), gallery.float()).pow_(2)
+    """Squared Euclidean distances, ``query x gallery``, on the features' device: reid-strong-baseline's
+    ``|q|^2 + |g|^2 - 2 q.g`` (one matrix product, no square root taken and squared again)."""
+    query, gallery = query.float(), gallery.float()
+    squares = query.pow(2).sum(1, keepdim=True) + gallery.pow(2).sum(1)
+    return squares.addmm_(query, gallery.t(), alpha=-2)
 
 
 def feature_distances(q_feats, g_feats, feat_norm: bool = True, rerank: dict | None = None) -> torch.Tensor:
