@@ -92,7 +92,7 @@ def test_the_ledger_keeps_a_sweeps_wandb_project_for_resume_and_sync(sweep_env, 
     assert len(resumed.trials) == 2
     assert json.loads((result.directory / "wandb.json").read_text()) == {"project": "market-bot", "entity": "lab"}
     with pytest.raises(SweepStateError, match="project: sweep .* logs to W&B project 'market-bot'.*sync"):
-        sweep_env(grid([0.1, 0.2, 0.3]), wandb="offline", sweep_id=result.sweep_id, project="elsewhere")
+        sweep_env(grid([0.1, 0.2]), wandb="offline", sweep_id=result.sweep_id, project="elsewhere")
     assert len(Ledger.open(result.directory).trials()) == 2 and not DriverLease.any_alive(result.directory)
 
 
