@@ -31,6 +31,7 @@ EPOCH_KEYS = ("epoch", "train/loss", "train/acc", "train/lr", "time/epoch_s", "g
 VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
 TEST_KEYS = tuple(key.replace("val/", "test/") for key in VAL_KEYS)
 STOP_FILE = "STOP"
+CHECKPOINT_FILE = "checkpoint.pth"  # in the output directory: the model, optimizer and scheduler state
 # A driver writes the last epoch it has decided to stop or continue in VERDICT (0 before the trial
 # starts); a trial that finds the file waits for each epoch's verdict, up to VERDICT_WAIT_S.
 VERDICT_FILE, VERDICT_WAIT_S = "VERDICT", 10.0
@@ -66,9 +67,15 @@ def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = 
 
     ``wandb_project`` turns on W&B logging from inside the notebook (standalone runs only: under the
     driver, which owns the run, it is never given). An alias and its dotted key given together is an
-    error (which one would win is a guess).
+    error (which one would win is a guess). Without ``output_dir`` (nor ``OUTPUT_DIR`` in ``overrides``),
+    the config's ``OUTPUT_DIR`` is where the run's own fresh directory is made (``fresh_output_dir``), so
+    two standalone runs of one config never overwrite each other's checkpoint.
     """
     merged = dict(overrides or {})
+    if aliases.get("output_dir") is None and not {"OUTPUT_DIR", "output_dir"} & set(merged):
+        base = load_config(config_file, merged).OUTPUT_DIR  # checks the file and keys as the final load does
+        if base:
+            merged["OUTPUT_DIR"] = fresh_output_dir(base)
     if wandb_project:
         merged.update({"WANDB.ENABLE": True, "WANDB.PROJECT": wandb_project})
     for name, value in aliases.items():
@@ -83,6 +90,15 @@ def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = 
             raise ConfigError(name, f"given both as alias and as overrides[{ALIASES[name]!r}]; keep one")
         merged[name] = value
     return load_config(config_file, merged)
+
+
+def fresh_output_dir(base: str | Path) -> str:
+    """A new directory's name under ``base`` for one standalone run, named as W&B names its run
+    directories: ``run-<date>_<time>-<random>`` (sorted by start; the random part tells apart runs
+    started in the same second). Made when the run first writes there."""
+    import secrets
+
+    return str(Path(base) / f"run-{time.strftime('%Y%m%d_%H%M%S')}-{secrets.token_hex(3)}")
 
 
 def sweep_cache_environment(sweep_dir: str | Path) -> dict[str, str]:

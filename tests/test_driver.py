@@ -70,7 +70,7 @@ def test_wandb_destination_precedence(monkeypatch):
 
 def test_the_ledger_keeps_a_sweeps_wandb_project_for_resume_and_sync(sweep_env, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_PROJECT", "not-this-one")
-    result = sweep_env(grid([0.1]), wandb="offline", project="market-bot", entity="lab")
+    result = sweep_env(grid([0.1, 0.2]), wandb="offline", project="market-bot", entity="lab", count=1)
     [trial] = result.trials
     [run_file] = (result.directory / "wandb").glob(f"offline-run-*-{trial.name}/run-*.wandb")
     written = read_run(run_file)["run"]
@@ -88,11 +88,11 @@ def test_the_ledger_keeps_a_sweeps_wandb_project_for_resume_and_sync(sweep_env, 
     # a resume keeps it (and restores the copy reindex reads); one that asks for another project
     # would split the sweep: one line, nothing run, the sweep let go
     (result.directory / "wandb.json").unlink()
-    resumed = sweep_env(grid([0.1, 0.2]), wandb="offline", sweep_id=result.sweep_id)
+    resumed = sweep_env(grid([0.1, 0.2]), wandb="offline", sweep_id=result.sweep_id, count=2)
     assert len(resumed.trials) == 2
     assert json.loads((result.directory / "wandb.json").read_text()) == {"project": "market-bot", "entity": "lab"}
     with pytest.raises(SweepStateError, match="project: sweep .* logs to W&B project 'market-bot'.*sync"):
-        sweep_env(grid([0.1, 0.2, 0.3]), wandb="offline", sweep_id=result.sweep_id, project="elsewhere")
+        sweep_env(grid([0.1, 0.2]), wandb="offline", sweep_id=result.sweep_id, project="elsewhere")
     assert len(Ledger.open(result.directory).trials()) == 2 and not DriverLease.any_alive(result.directory)
 
 

@@ -143,4 +143,4 @@ _C.WANDB.TAGS = ()  # run tags
 # ---------------------------------------------------------------------------------------------------
 _C.SEED = 0  # seeds python, numpy and torch
 _C.DETERMINISTIC = False  # torch deterministic algorithms (slower on GPU)
-_C.OUTPUT_DIR = ""  # checkpoints and the trial's files
+_C.OUTPUT_DIR = ""  # checkpoints and the trial's files; a standalone run makes its own run-<date>_<time>-<id>/ in it

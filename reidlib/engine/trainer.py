@@ -33,7 +33,7 @@ from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features, rerank_options
 from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
-from reidlib.trial import UNTRAINED_CACHE_ENV
+from reidlib.trial import CHECKPOINT_FILE, UNTRAINED_CACHE_ENV
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     optimizer = make_optimizer(cfg, model)
     center_optimizer = torch.optim.SGD(loss_fn.center.parameters(), lr=cfg.SOLVER.CENTER_LR) if loss_fn.center else None
     scheduler = make_scheduler(cfg, optimizer)
-    checkpoint = Path(cfg.OUTPUT_DIR) / "checkpoint.pth" if cfg.OUTPUT_DIR else None
+    checkpoint = Path(cfg.OUTPUT_DIR) / CHECKPOINT_FILE if cfg.OUTPUT_DIR else None
     first_epoch = load_checkpoint(resume, model, optimizer, scheduler, device, loss_fn, center_optimizer) + 1 if resume else 1
     result = TrainResult(status=FINISHED, val_ids=len({pid for _, pid, _ in loaders.dataset.val_query}))
     start = time.perf_counter()

@@ -16,6 +16,7 @@ from pathlib import Path
 from reidlib.errors import ReidSweepError, SpecError, SweepStateError
 
 EXIT_USER_ERROR = 2
+EXIT_TRIALS_FAILED = 1  # the sweep ran, and every trial of it failed
 
 
 def os_error_line(err: OSError) -> str:
@@ -27,17 +28,52 @@ def os_error_line(err: OSError) -> str:
 
 
 def _spec_amendments(args) -> dict:
-    return {k: v for k, v in {"method": args.method, "name": args.name, "metric": args.metric,
-                              "config_file": args.config_file, "custom_params": args.custom_params,
-                              "values": args.values}.items() if v}
+    return {k: v for k, v in {key: getattr(args, key, None) for key in (
+        "method", "name", "metric", "config_file", "custom_params", "values")}.items() if v}
 
 
-def _load_spec(path: str, args):
+def _load_spec(path: str | None, args):
+    """The spec file at ``path``, or with no path the spec in the ledger of the sweep being resumed."""
     from reidlib.sweep.evaluation_spec import evaluating
+    from reidlib.sweep.resume import recorded_spec, sweep_directory
     from reidlib.sweep.spec import load_spec
 
-    spec = load_spec(path, **_spec_amendments(args))
-    return evaluating(spec, args.from_run) if args.from_run else spec
+    if path is None:
+        spec = recorded_spec(sweep_directory(args.sweep_id, args.runs_dir), **_spec_amendments(args))
+    else:
+        spec = load_spec(path, **_spec_amendments(args))
+    from_run = getattr(args, "from_run", None)
+    return evaluating(spec, from_run) if from_run else spec
+
+
+def _unbounded(spec, count: int | None) -> str | None:
+    """One line for a sweep that nothing but the user will end: no count or run_cap, and a search that
+    never runs out (W&B's agent runs such a sweep until it is stopped too; a discrete space ends when
+    every configuration has run)."""
+    from reidlib.sweep.controller import discrete_points
+
+    method = spec.search_config["method"]
+    if method == "grid" or count or spec.count or spec.search_config.get("run_cap") or discrete_points(spec) is not None:
+        return None
+    return (f"{spec.source}: no count: this {method} sweep runs trials until it is stopped (Ctrl-C, or "
+            "'reid-sweep stop ID' from another shell); give --count N or count: N to end it after N trials")
+
+
+def _all_failed(directory: Path) -> str | None:
+    """One line for a sweep of which no trial finished or stopped and at least one failed, or None."""
+    from reidlib.sweep.ledger import FAILED, FINISHED, STOPPED, Ledger
+
+    ledger = Ledger.open(directory)
+    try:
+        trials = ledger.trials()
+    finally:
+        ledger.close()
+    failed = [t for t in trials if t.state == FAILED]
+    if not failed or any(t.state in (FINISHED, STOPPED) for t in trials):
+        return None
+    first = failed[0]
+    return (f"sweep {directory.name}: every trial failed ({len(failed)}); {first.name}: {first.exit_reason} "
+            f"(its notebook: {first.notebook})")
 
 
 def _report(sweep_dir: Path) -> None:
@@ -80,11 +116,22 @@ def _cmd_run(args) -> int:
 
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
-    specs = [_load_spec(path, args) for path in args.spec]  # all checked before any runs
+    if not args.spec and not args.sweep_id:
+        raise SpecError("run", "give a sweep YAML (e.g. sweeps/demo.yaml), or --sweep-id ID to resume a sweep")
+    if not args.spec:  # resume by id: the sweep may be named by its directory
+        from reidlib.sweep.resume import sweep_directory
+
+        directory = sweep_directory(args.sweep_id, args.runs_dir or "runs")
+        args.sweep_id, args.runs_dir = directory.name, str(directory.parent)
+    specs = [_load_spec(path, args) for path in args.spec or [None]]  # all checked before any runs
     # before any runs: wandb.sweep sets WANDB_PROJECT/WANDB_ENTITY, which would leak into the next spec's
     destinations = [wandb_destination(spec.search_config, args.project, args.entity) for spec in specs]
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
+    failures = []
     for spec, destination in zip(specs, destinations):
+        unbounded = _unbounded(spec, args.count)
+        if unbounded:
+            print(unbounded)
         local = _local_only(spec)
         if wandb_mode(args.wandb) == "online" and local:
             print(f"{spec.source}: {local}, which a W&B server sweep cannot run: the search runs on this machine "
@@ -113,10 +160,14 @@ def _cmd_run(args) -> int:
             print(f"sweep {directory.name}: this driver is done; other drivers still run ({running}); "
                   f"the last to end writes the report (or: reid-sweep report {directory.name})")
             continue
-        if args.finalize:
+        failed = _all_failed(directory)
+        if args.finalize and not failed:
             _finalize(directory, args.wandb)
         _report(directory)
-    return 0
+        failures += [failed] if failed else []
+    for failed in failures:  # as papermill, whose exit status is 1 when the notebook failed
+        print(f"error: {failed}", file=sys.stderr)
+    return EXIT_TRIALS_FAILED if failures else 0
 
 
 def _local_only(spec) -> str | None:
@@ -137,7 +188,10 @@ def _cmd_agent(args) -> int:
     session = run_agent(args.path, count=args.count, runs_dir=args.runs_dir, notebook=args.notebook,
                         time_limit=args.time_limit, gpu=args.gpu)
     _report(session.directory)
-    return 0
+    failed = _all_failed(session.directory)
+    if failed:
+        print(f"error: {failed}", file=sys.stderr)
+    return EXIT_TRIALS_FAILED if failed else 0
 
 
 def _cmd_report(args) -> int:
@@ -268,27 +322,37 @@ def _add_spec_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, help="the search's seed (replaces the spec's; default: drawn and recorded)")
 
 
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--count", type=int, help="total number of trials (overrides the spec's count)")
+    parser.add_argument("--runs-dir", help="where sweeps are written (default: runs/)")
+    parser.add_argument("--workers", type=int, default=1, help="trials run in parallel (CPU threads are split)")
+    parser.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU, each kernel sees only its own")
+    parser.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
+    parser.add_argument("--finalize", action="store_true", help="then train the best configuration on every training "
+                                                                "identity and test it once (reid-sweep finalize)")
+    parser.add_argument("--wandb", choices=("offline", "online", "disabled"),
+                        help="W&B mode (default: offline unless a key or WANDB_BASE_URL is configured)")
+    parser.add_argument("--project", help="W&B project (default: a resumed sweep's; for a new one $WANDB_PROJECT, "
+                                          "the spec's project, or reid-sweep)")
+    parser.add_argument("--entity", help="W&B entity (default: a resumed sweep's; for a new one $WANDB_ENTITY, "
+                                         "the spec's entity, or wandb's default)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reid-sweep", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) sweeps from W&B-schema YAMLs, one after the other")
-    run.add_argument("spec", nargs="+", help="sweep YAML, e.g. sweeps/demo.yaml")
-    run.add_argument("--count", type=int, help="total number of trials (overrides the spec's count)")
+    run.add_argument("spec", nargs="*", help="sweep YAML, e.g. sweeps/demo.yaml (none with --sweep-id: the "
+                                             "sweep's own, from its ledger)")
     run.add_argument("--sweep-id", help="resume this sweep, or join drivers already running it")
-    run.add_argument("--runs-dir", help="where sweeps are written (default: runs/)")
-    run.add_argument("--workers", type=int, default=1, help="trials run in parallel (CPU threads are split)")
-    run.add_argument("--gpus", help="comma-separated GPU ids: one worker per GPU, each kernel sees only its own")
-    run.add_argument("--time-limit", type=float, help="seconds a trial may run; then it stops after its epoch")
-    run.add_argument("--finalize", action="store_true", help="then train the best configuration on every training "
-                                                             "identity and test it once (reid-sweep finalize)")
-    run.add_argument("--wandb", choices=("offline", "online", "disabled"),
-                     help="W&B mode (default: offline unless a key or WANDB_BASE_URL is configured)")
-    run.add_argument("--project", help="W&B project (default: a resumed sweep's; for a new one $WANDB_PROJECT, "
-                                       "the spec's project, or reid-sweep)")
-    run.add_argument("--entity", help="W&B entity (default: a resumed sweep's; for a new one $WANDB_ENTITY, "
-                                      "the spec's entity, or wandb's default)")
+    _add_run_options(run)
     _add_spec_options(run)
     run.set_defaults(func=_cmd_run)
+    resume = sub.add_parser("resume", help="resume a sweep with the spec in its ledger (= run --sweep-id ID): "
+                                           "finished trials stay, interrupted ones run again")
+    resume.add_argument("sweep_id", metavar="ID", help="sweep id, or runs/<id> directory")
+    _add_run_options(resume)
+    resume.set_defaults(func=_cmd_run, spec=[], seed=None)
     agent = sub.add_parser("agent", help="run trials of a W&B server sweep on this machine")
     agent.add_argument("path", help="ENTITY/PROJECT/SWEEP_ID")
     agent.add_argument("--count", type=int, help="trials to run here at most")

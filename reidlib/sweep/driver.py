@@ -30,6 +30,7 @@ from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config, wandb_destination, wandb_mode
+from reidlib.sweep.checkpoints import prune_checkpoints
 from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash, draw_seed
 from reidlib.sweep.evaluation_spec import resolve_evaluation
 from reidlib.sweep.files import own_dir
@@ -37,6 +38,7 @@ from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
 from reidlib.sweep.reindex import SPEC_FILE, recover_finished, save_wandb_destination
+from reidlib.sweep.resume import check_same_spec
 from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
 
@@ -83,6 +85,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
         directory = runs_dir / sweep_id
         ledger = Ledger.open(directory)
         try:
+            check_same_spec(spec, ledger.sweep()["spec"], sweep_id)
             spec = replace(spec, seed=sweep_seed(ledger, sweep_id, asked_seed))
         except BaseException:
             ledger.close()
@@ -297,6 +300,7 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
             timer.cancel()
         running.remove(trial.name)
         bridge.close(state, reason, notebook_out)
+    prune_checkpoints(session.directory, session.ledger.trials(), session.spec)
     return state
 
 

@@ -97,7 +97,8 @@ def find_trained_run(ref, runs_dir: str | Path = "runs") -> TrainedRun:
     scraps = contract.scraps_in(nbformat.read(notebook, as_version=4))
     run = TrainedRun(sweep_dir, trial, Path(notebook), scraps.get(contract.CONFIG) or {}, scraps.get(contract.SUMMARY) or {})
     if run.checkpoint is None or not run.checkpoint.is_file():
-        raise SpecError("from", f"{ref}: its checkpoint {run.checkpoint} is missing; an evaluation sweep needs it")
+        raise SpecError("from", f"{ref}: its checkpoint {run.checkpoint} is missing; an evaluation sweep needs it "
+                                "(a sweep keeps the checkpoints of its best keep_checkpoints trials only)")
     return run
 
 

@@ -5,8 +5,9 @@ Normalisation:
 - nested ``parameters`` stand for dotted keys (``SOLVER: {parameters: {BASE_LR: ...}}`` is ``SOLVER.BASE_LR``);
 - a missing ``metric`` means ``val/mAP``, maximize.
 
-Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``, ``seed``, and
-``from``: an evaluation sweep of a trained run, ``reidlib.sweep.evaluation_spec``) live beside W&B's;
+Our own keys (``config_file``, ``notebook``, ``count``, ``results_dir_base``, ``defaults``, ``seed``,
+``keep_checkpoints`` (``reidlib.sweep.checkpoints``), and ``from``: an evaluation sweep of a trained run,
+``reidlib.sweep.evaluation_spec``) live beside W&B's;
 ``Spec.search_config`` is the normalised spec without them, what W&B or ``sweeps`` receives.
 Two methods are Optuna's (``tpe``, ``gp``, run by ``reidlib.sweep.optuna_search``), not W&B's.
 
@@ -42,7 +43,9 @@ DISTRIBUTIONS = (
 DISCRETE = {"constant", "categorical", "categorical_w_probabilities", "int_uniform"}
 W_AND_B_KEYS = {"method", "parameters", "metric", "early_terminate", "run_cap", "name", "description",
                 "project", "entity", "program", "command"}
-OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", "from", "seed"}
+OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", "from", "seed", "keep_checkpoints"}
+# How many finished trials keep their checkpoint (the best by the spec's metric); ``all`` keeps every one.
+DEFAULT_KEEP_CHECKPOINTS = 3
 NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
 DEFAULT_METRIC = {"name": "val/mAP", "goal": "maximize"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
@@ -78,6 +81,7 @@ class Spec:
     evaluates: str | None = None  # ``from``: the trained run an evaluation sweep evaluates
     seed: int | None = None
     conditions: list[Condition] = field(default_factory=list)  # parents before their children
+    keep_checkpoints: int | str = DEFAULT_KEEP_CHECKPOINTS  # a number of trials, or "all"
 
     @property
     def name(self) -> str:
@@ -95,7 +99,7 @@ class Spec:
             leaf.update(parent=".".join(condition.parent), parent_values=condition.values)
         return {**search, "config_file": self.config_file, "notebook": self.notebook, "count": self.count,
                 "results_dir_base": self.runs_dir, "defaults": self.defaults, "seed": self.seed,
-                **({"from": self.evaluates} if self.evaluates else {})}
+                "keep_checkpoints": self.keep_checkpoints, **({"from": self.evaluates} if self.evaluates else {})}
 
     def flat(self, params: dict) -> dict:
         """``{Keys: value}`` of a trial's parameters; a nested dict is a nested group only where the spec
@@ -292,6 +296,10 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
         value = raw.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < least):
             raise SpecError(key, f"expected a {'positive' if least else 'non-negative'} integer, got {value!r}")
+    keep = raw.get("keep_checkpoints", DEFAULT_KEEP_CHECKPOINTS)
+    if keep != "all" and (not isinstance(keep, int) or isinstance(keep, bool) or keep < 1):
+        raise SpecError("keep_checkpoints", f"expected a number of trials >= 1 (the best one's checkpoint always "
+                                            f"stays) or 'all', got {keep!r}")
     _check_schema(search)
     defaults = raw.get("defaults") or {}
     if not isinstance(defaults, dict):
@@ -299,7 +307,7 @@ def normalise(raw: Any, source: str = "<spec>") -> Spec:
     notebook = raw.get("notebook") or (EVALUATION_NOTEBOOK if raw.get("from") else DEFAULT_NOTEBOOK)
     return Spec(search_config=search, config_file=raw.get("config_file"), notebook=notebook, count=raw.get("count"),
                 runs_dir=raw.get("results_dir_base"), defaults=defaults, source=source, evaluates=raw.get("from"),
-                seed=raw.get("seed"), conditions=conditions)
+                seed=raw.get("seed"), conditions=conditions, keep_checkpoints=keep)
 
 
 def _check_early_terminate(et: Any) -> None:
@@ -336,7 +344,9 @@ def amend(raw: dict, method: str | None = None, name: str | None = None, metric:
     """The old scripts' command-line knobs applied to a spec mapping (before validation).
 
     ``metric`` is ``NAME[:minimize|maximize]``; ``custom_params`` a JSON mapping of parameters that are
-    added or replaced; each of ``values`` is ``NAME=v1,v2,...`` (the old ``--lr_values``).
+    added or replaced; each of ``values`` is ``NAME=v1,v2,...`` (the old ``--lr_values``). A parameter given
+    so replaces the spec's parameter and default for the same config key, whether either is spelt as an
+    alias or as a dotted key (``SOLVER.BASE_LR`` replaces a preset's ``base_lr``).
     """
     raw = copy.deepcopy(raw)
     if method:
@@ -349,6 +359,7 @@ def amend(raw: dict, method: str | None = None, name: str | None = None, metric:
         metric_name, _, goal = metric.partition(":")
         raw["metric"] = {**(raw.get("metric") or {}), "name": metric_name, **({"goal": goal} if goal else {})}
     params = raw.setdefault("parameters", {})
+    extra = {}
     if custom_params:
         try:
             extra = json.loads(custom_params)
@@ -356,15 +367,51 @@ def amend(raw: dict, method: str | None = None, name: str | None = None, metric:
             raise SpecError("--custom-params", f"expected a JSON mapping of parameters ({err.msg})") from None
         if not isinstance(extra, dict):
             raise SpecError("--custom-params", f"expected a JSON mapping of parameters, got {extra!r}")
-        if isinstance(params, dict):
-            params.update(extra)
     for item in values or []:
         key, sep, listed = item.partition("=")
         if not sep or not key or not listed:
             raise SpecError("--values", f"expected NAME=v1,v2,..., got {item!r}")
-        if isinstance(params, dict):
-            params[key] = {"values": [yaml.safe_load(v) for v in listed.split(",")]}
+        extra[key] = {"values": [yaml.safe_load(v) for v in listed.split(",")]}
+    if extra and isinstance(params, dict):
+        replaced = {_config_key(name) for name in _raw_leaf_names(extra)}
+        _drop_keys(params, replaced)
+        if isinstance(raw.get("defaults"), dict):
+            _drop_keys(raw["defaults"], replaced)
+        params.update(extra)
     return raw
+
+
+def _config_key(name: str) -> str:
+    """The dotted YACS key a parameter name stands for (an alias's key, else the name itself)."""
+    from reidlib.config import ALIASES
+
+    return ALIASES.get(name, name)
+
+
+def _raw_leaf_names(parameters: dict, prefix: str = "") -> list[str]:
+    """The dotted names of a spec mapping's leaf parameters, before normalisation (nested groups expanded)."""
+    names = []
+    for name, value in parameters.items():
+        if isinstance(value, dict) and isinstance(value.get("parameters"), dict):
+            names += _raw_leaf_names(value["parameters"], f"{prefix}{name}.")
+        else:
+            names.append(f"{prefix}{name}")
+    return names
+
+
+def _drop_keys(parameters: dict, keys: set[str], prefix: str = "") -> None:
+    """Remove from a spec mapping's parameters (or defaults, ``overrides`` included) every one that stands
+    for one of ``keys``, however it is spelt: a command-line parameter replaces the spec's for its key."""
+    for name, value in list(parameters.items()):
+        if isinstance(value, dict) and isinstance(value.get("parameters"), dict):
+            _drop_keys(value["parameters"], keys, f"{prefix}{name}.")
+            if not value["parameters"]:
+                del parameters[name]
+        elif name == "overrides" and not prefix and isinstance(value, dict) and "value" not in value and "values" not in value:
+            for key in keys & set(value):  # a defaults' overrides: dotted keys already
+                del value[key]
+        elif _config_key(f"{prefix}{name}") in keys:
+            del parameters[name]
 
 
 def load_spec(path: str | Path, **amendments) -> Spec:
@@ -381,6 +428,7 @@ def check_against_config(spec: Spec) -> None:
     and every per-sweep default, must fit the key's type. Raised before the first trial."""
     try:
         cfg = load_config(spec.config_file, None)
+        _check_one_name_per_key(spec)
         for path, name, value in leaves(spec.search_config["parameters"]):
             choices = value.get("values", [value["value"]] if "value" in value else [])
             if name == "overrides":  # each value is a set of dotted keys (e.g. the ablation's tricks)
@@ -406,6 +454,19 @@ def check_against_config(spec: Spec) -> None:
         raise SpecError(err.field, err.message) from None
     except DatasetError as err:
         raise SpecError(err.field, f"{err.message}; every trial would fail on it") from None
+
+
+def _check_one_name_per_key(spec: Spec) -> None:
+    """A config key spelt two ways in one trial (``base_lr`` and ``SOLVER.BASE_LR``, as parameters or as a
+    default and a parameter) would reach the trial twice, which refuses it: every trial would fail."""
+    seen: dict[str, tuple[str, str]] = {}  # config key -> (field path, name as spelt)
+    named = [(f"defaults.{name}", name) for name in flatten_parameters(spec.defaults)]
+    named += [(path, name) for path, name, _ in leaves(spec.search_config["parameters"]) if name != "overrides"]
+    for path, name in named:
+        key = _config_key(name)
+        first = seen.setdefault(key, (path, name))
+        if first[1] != name:
+            raise SpecError(path, f"{key} is also given as {first[0]}; keep one of the two names")
 
 
 def flatten_parameters(config: dict, prefix: str = "") -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""Which trials of a sweep keep their checkpoint (``keep_checkpoints`` in the spec, default 3).
+
+Every trial writes a checkpoint into its output directory (~130 MB for ResNet-18 with Adam's state), so a
+sweep of a few dozen trials fills gigabytes with models nobody will load. Each time a trial ends, the
+driver deletes the checkpoints of the sweep's ended trials except those of the best ``keep_checkpoints``
+finished ones, ranked by the spec's metric and goal as the analysis's best run is (so the best run, which
+``best/model.pth``, ``from:`` evaluation sweeps and the report use, always keeps its own). Running trials
+are never touched, nor a crashed trial that has not run again yet (its notebook may still be recorded
+finished on resume). ``keep_checkpoints: all`` keeps every checkpoint. Only files under the trial's own
+directory (``runs/<id>/trials/<trial>/``) are deleted: ``checkpoint.pth`` and its feature cache
+(``checkpoint.pth.features/``); a model an evaluation sweep reads from another sweep is never its to delete.
+``finalize`` retrains from the configuration and needs no trial's checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+from reidlib.sweep.bridge import flat_summary
+from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, STOPPED, Trial
+from reidlib.sweep.spec import Spec
+from reidlib.trial import CHECKPOINT_FILE
+
+log = logging.getLogger(__name__)
+
+
+def kept(trials: list[Trial], spec: Spec) -> set[str] | None:
+    """The names of the trials whose checkpoints stay, or None when all stay."""
+    if spec.keep_checkpoints == "all":
+        return None
+    name, goal = spec.metric["name"], spec.metric["goal"]
+    scored = [(t, flat_summary(t.summary).get(name)) for t in trials if t.state == FINISHED]
+    scored = [(t, v) for t, v in scored if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    # stable, so ties go to the earlier trial, as best_run's max/min pick it
+    ranked = sorted(scored, key=lambda tv: -tv[1] if goal == "maximize" else tv[1])
+    return {t.name for t, _ in ranked[:spec.keep_checkpoints]}
+
+
+def prune_checkpoints(sweep_dir: Path, trials: list[Trial], spec: Spec) -> list[str]:
+    """Delete the checkpoints that the spec's policy does not keep; returns the trials they were of."""
+    keep = kept(trials, spec)
+    if keep is None:
+        return []
+    superseded = {t.retry_of for t in trials if t.retry_of}
+    pruned = []
+    for trial in trials:
+        ended = trial.state in (FINISHED, STOPPED, FAILED) or (trial.state == CRASHED and trial.name in superseded)
+        if ended and trial.name not in keep and _remove(Path(sweep_dir) / "trials" / trial.name):
+            pruned.append(trial.name)
+    if pruned:
+        log.info("checkpoints deleted: %s (keep_checkpoints: the best %s by %s)", ", ".join(pruned),
+                 spec.keep_checkpoints, spec.metric["name"])
+    return pruned
+
+
+def _remove(trial_dir: Path) -> bool:
+    """Remove a trial's checkpoint and its feature cache (a link is removed, never followed)."""
+    checkpoint = trial_dir / CHECKPOINT_FILE
+    features = checkpoint.with_name(f"{checkpoint.name}.features")
+    found = checkpoint.is_symlink() or checkpoint.exists()
+    try:
+        checkpoint.unlink(missing_ok=True)
+        if features.is_symlink():
+            features.unlink()
+        elif features.is_dir():
+            shutil.rmtree(features)
+    except OSError as err:  # disk hygiene never costs a sweep
+        log.warning("could not delete %s (%s)", checkpoint, err)
+        return False
+    return found
