@@ -207,3 +207,10 @@ def test_ranking_metric_labels():
                                                        "train/loss", "rank", 3, None))
     assert report.percent(0.61234) == "61.2%" and report.percent(None) == "n/a" and report.percent(float("nan")) == "n/a"
 
+
+
+def test_the_html_report_reads_in_percent(sweep):
+    from reidlib.analysis.export import build_html_report
+
+    index = build_html_report(sweep).read_text()
+    assert "<td>61.2%</td>" in index and "<td>0.001</td>" in index and "0.6123" not in index
