@@ -8,6 +8,7 @@ figures as "n/a", paths whole and as links, figures at a legible size (``FONT``)
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 from pathlib import Path
@@ -30,7 +31,7 @@ def is_rate(label) -> bool:
 
 
 def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and value != value)
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def percent(value) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import warnings
+from itertools import pairwise
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_curves_start_with_the_untrained_network_at_epoch_0(sweep):
     metric_axes, loss_axes = analysis.plot_curves(sweep).axes
     for line in metric_axes.lines:
         assert list(line.get_xdata())[:2] == [0, 1] and line.get_ydata()[0] == UNTRAINED
-    assert all(list(line.get_xdata())[0] == 1 for line in loss_axes.lines)  # no training loss before training
+    assert all(next(iter(line.get_xdata())) == 1 for line in loss_axes.lines)  # no training loss before training
     history = drawn(report.plot_history([{"epoch": 1, "train/loss": 1.0, "val/mAP": 0.2, "val/rank1": 0.3}],
                                         untrained={"val/mAP": UNTRAINED, "val/rank1": 0.05}))
     validation = next(ax for ax in history.axes if ax.get_title() == "validation")
@@ -99,7 +100,7 @@ def test_log_distributed_parameters_get_log_axes_and_constant_ones_are_left_out(
     assert all(ax.get_xscale() == "log" for ax in scatters.values())
     for ax in fig.axes:  # no tick label runs into the next one
         boxes = sorted((t.get_window_extent() for t in ax.get_xticklabels() if t.get_text()), key=lambda b: b.x0)
-        assert len(boxes) >= 2 and not any(a.x1 > b.x0 for a, b in zip(boxes, boxes[1:]))
+        assert len(boxes) >= 2 and not any(a.x1 > b.x0 for a, b in pairwise(boxes))
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["base_lr", "weight_decay", "val/mAP"]
     importance = analysis.parameter_importance(sweep)
     assert set(importance.index) == {"base_lr", "weight_decay"}
@@ -181,7 +182,8 @@ def test_run_metadata_says_commit_date_seed_host_and_device(tiny_config):
 
     cfg = build_config(str(tiny_config), {"SEED": 7, "MODEL.DEVICE": "cpu"})
     meta = report.run_metadata(cfg)
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
     assert meta["commit"].split()[0] == head
     assert abs((datetime.now(timezone.utc) - datetime.fromisoformat(meta["date"])).total_seconds()) < 60
     assert (meta["seed"], meta["host"]) == (7, socket.gethostname()) and meta["device"].startswith("cpu")
@@ -195,7 +197,7 @@ def test_commit_of_a_directory_outside_git_is_unknown(tmp_path):
     git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
     subprocess.run([*git, "add", "a.txt"], check=True)
     subprocess.run([*git, "commit", "-qm", "a"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     assert report.git_commit(tmp_path) == head
     (tmp_path / "a.txt").write_text("b")
     assert report.git_commit(tmp_path) == f"{head} (with uncommitted changes)"

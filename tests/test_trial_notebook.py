@@ -47,7 +47,8 @@ def test_runs_alone_with_the_papermill_cli(tmp_path, tiny_config):
     assert "data:image/jpeg;base64" in html and "data:image/png;base64" in html
     assert "make_data_loaders" not in html and "val/mAP" in html
     # what produced it, and metrics as researchers read them
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
     assert head in html and ">seed<" in html and ">host<" in html and ">device<" in html
     assert re.search(r">\d+\.\d%<", html) and "val: untrained" in html
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -119,5 +120,5 @@ def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
 
 def _fmt(value, column: str) -> str:
     if isinstance(value, float):
-        return "" if value != value else percent(value) if is_rate(column) else f"{value:.4g}"
+        return "" if math.isnan(value) else percent(value) if is_rate(column) else f"{value:.4g}"
     return "" if value is None else str(value)
