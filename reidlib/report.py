@@ -1,12 +1,121 @@
 """What the notebooks show: small tables and figures built from configs, histories and summaries.
-Kept here (not in cells) so it is tested, and kept small so executed notebooks stay small."""
+Kept here (not in cells) so it is tested, and kept small so executed notebooks stay small.
+
+How a researcher reads them: mAP, mINP and rank-k in % with one decimal (stored as fractions, as
+reid-strong-baseline and W&B keep them; ``show`` formats, it never changes the data), missing
+figures as "n/a", paths whole and as links, figures at a legible size (``FONT``) with whole epochs.
+"""
 from __future__ import annotations
 
+import html
+import math
+import os
+import re
+from pathlib import Path
 from typing import Iterable, Mapping
 
 import pandas as pd
 
 from reidlib.config import config_diff, get_defaults
+
+# A ranking metric's name, alone or at the end of a label ("val/mAP", "its test/rank1", "mINP").
+RATE = re.compile(r"(?:^|[ /])(?:mAP|mINP|rank\d+)$")
+FONT = {"title": 12, "label": 11, "tick": 10, "legend": 9}  # points; figures are drawn at DPI
+DPI = 100
+NOT_AVAILABLE = "n/a"
+
+
+def is_rate(label) -> bool:
+    """Whether a row or column label names a ranking metric (a fraction, read in %)."""
+    return isinstance(label, str) and bool(RATE.search(label))
+
+
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def percent(value) -> str:
+    """A fraction as a researcher reads mAP: ``0.6123`` -> ``"61.2%"``."""
+    return NOT_AVAILABLE if _missing(value) else f"{100 * value:.1f}%"
+
+
+def link(path: str | Path) -> str:
+    """An HTML link to ``path``, relative to the notebook's directory (where JupyterLab and an HTML
+    export resolve relative links; an absolute file path would be read as a URL of the server), its
+    text the whole path from the working directory."""
+    from reidlib.trial import notebook_dir
+
+    path = Path(path).resolve()
+    href = Path(os.path.relpath(path, notebook_dir())).as_posix()
+    text = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+
+
+def _cell(rate: bool):
+    def format_value(value) -> str:
+        if isinstance(value, Path):
+            return link(value)
+        if _missing(value):
+            return NOT_AVAILABLE
+        if isinstance(value, float):
+            return percent(value) if rate else f"{value:.4g}"
+        return html.escape(str(value))
+    return format_value
+
+
+def show(frame):
+    """``frame`` as a table to read (a pandas Styler over the same data): a cell whose row or column
+    names a ranking metric in % with one decimal, other numbers to 4 significant digits, missing
+    values "n/a", paths as links. Anything but a DataFrame (the analysis functions' sentences when
+    there is nothing to show) is returned as it is."""
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        return frame
+    styler = frame.style.format(_cell(rate=False))
+    rate_rows = [label for label in frame.index if is_rate(label)]
+    rate_columns = [label for label in frame.columns if is_rate(label)]
+    if rate_rows:
+        styler = styler.format(_cell(rate=True), subset=pd.IndexSlice[rate_rows, :])
+    if rate_columns:
+        styler = styler.format(_cell(rate=True), subset=pd.IndexSlice[:, rate_columns])
+    return styler
+
+
+def new_figure(ncols: int = 1, width: float = 4.5, height: float = 3.2):
+    """A row of ``ncols`` axes sized to be read in a notebook: ``FONT``'s sizes at ``DPI``."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), dpi=DPI, squeeze=False)
+    for ax in axes[0]:
+        ax.tick_params(labelsize=FONT["tick"])
+    return fig, list(axes[0])
+
+
+def label_axes(ax, title: str = "", xlabel: str = "", ylabel: str = "") -> None:
+    ax.set_title(title, fontsize=FONT["title"])
+    ax.set_xlabel(xlabel, fontsize=FONT["label"])
+    ax.set_ylabel(ylabel, fontsize=FONT["label"])
+
+
+def epoch_axis(ax) -> None:
+    """Whole epochs on the x axis (an epoch is never 1.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def percent_axis(ax, axis: str = "y") -> None:
+    """A ranking metric's axis in %, one decimal."""
+    from matplotlib.ticker import PercentFormatter
+
+    getattr(ax, f"{axis}axis").set_major_formatter(PercentFormatter(xmax=1, decimals=1))
+
+
+def finish_figure(fig):
+    fig.tight_layout()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)  # shown once by the cell's return value, not twice
+    return fig
 
 
 def config_table(cfg) -> pd.DataFrame:
@@ -16,56 +125,70 @@ def config_table(cfg) -> pd.DataFrame:
                         columns=["key", "default", "value"]).set_index("key")
 
 
-def history_table(history: Iterable[Mapping]) -> pd.DataFrame:
+def history_table(history: Iterable[Mapping]):
     frame = pd.DataFrame(list(history))
-    return frame.set_index("epoch").round(4) if not frame.empty else frame
+    return show(frame.set_index("epoch")) if not frame.empty else frame
 
 
-def plot_history(history: Iterable[Mapping], title: str = ""):
-    """Loss, accuracy, learning rate and validation metrics per epoch, one row of small panels."""
-    import matplotlib.pyplot as plt
+def curve(history: pd.DataFrame, key: str, untrained: Mapping | None = None) -> tuple[list, list]:
+    """Epochs and values of ``key`` where it was measured, starting with the untrained evaluation
+    at epoch 0 when there is one."""
+    epochs, values = ([0], [untrained[key]]) if untrained and untrained.get(key) is not None else ([], [])
+    if key in history:
+        rows = history.dropna(subset=[key])
+        epochs, values = epochs + rows["epoch"].tolist(), values + rows[key].tolist()
+    return epochs, values
 
+
+def plot_history(history: Iterable[Mapping], title: str = "", untrained: Mapping | None = None):
+    """Loss, accuracy, learning rate and validation metrics (from the ``untrained`` evaluation at
+    epoch 0 when given) per epoch, one row of panels."""
     frame = pd.DataFrame(list(history))
     panels = [("train/loss", "loss"), ("train/acc", "train accuracy"), ("train/lr", "learning rate"),
               (["val/mAP", "val/rank1"], "validation"), ("time/epoch_s", "seconds per epoch")]
-    fig, axes = plt.subplots(1, len(panels), figsize=(14, 2.6), dpi=72)
+    fig, axes = new_figure(len(panels), width=3.4, height=3.0)
     for ax, (keys, label) in zip(axes, panels):
         for key in [keys] if isinstance(keys, str) else keys:
-            if key in frame:
-                rows = frame.dropna(subset=[key])
-                ax.plot(rows["epoch"], rows[key], marker=".", label=key)
-        ax.set_title(label, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.tick_params(labelsize=7)
+            epochs, values = curve(frame, key, untrained)
+            if epochs:
+                ax.plot(epochs, values, marker=".", label=key)
+        label_axes(ax, label, "epoch")
+        epoch_axis(ax)
         if not isinstance(keys, str):
-            ax.legend(fontsize=7)
+            percent_axis(ax)
+            ax.legend(fontsize=FONT["legend"])
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    plt.close(fig)  # shown once by the cell's return value, not twice
-    return fig
+        fig.suptitle(title, fontsize=FONT["title"])
+    return finish_figure(fig)
 
 
-def summary_table(summary: Mapping) -> pd.DataFrame:
+def _untrained(summary: Mapping) -> dict:
+    return summary.get("untrained") or summary.get("initial") or {}  # "initial": its name in older summaries
+
+
+def summary_table(summary: Mapping):
     """A trial summary as one column: status, costs, then best, last and untrained metrics, and the test set's."""
     rows = {k: v for k, v in summary.items() if not isinstance(v, (dict, list))}
-    for group in ("best", "last", "initial"):
+    rows["peak_mem_mb"] = summary.get("peak_mem_mb") or None  # a CPU has no peak (older trials wrote 0.0)
+    for group in ("best", "last"):
         rows.update({f"{group} {k}": v for k, v in (summary.get(group) or {}).items()})
+    rows.update({f"untrained {k}": v for k, v in _untrained(summary).items()})
     rows.update(summary.get("test") or {})
-    return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
+    return show(pd.DataFrame({"value": pd.Series(rows, dtype=object)}))
 
 
-EVALUATIONS = {"best": "val: best epoch", "last": "val: last evaluation", "initial": "val: untrained",
+EVALUATIONS = {"best": "val: best epoch", "last": "val: last evaluation", "untrained": "val: untrained",
                "test": "test: final weights, once"}
 
 
-def evaluation_table(summary: Mapping) -> pd.DataFrame:
+def evaluation_table(summary: Mapping):
     """mAP, mINP and rank-k: the validation split's at the best epoch, at the last evaluation and
     untrained, then the test set's (query/gallery, evaluated once at the end)."""
-    columns = {label: {key.split("/", 1)[1]: value for key, value in (summary.get(group) or {}).items()}
+    groups = {**summary, "untrained": _untrained(summary)}
+    columns = {label: {key.split("/", 1)[1]: value for key, value in (groups.get(group) or {}).items()}
                for group, label in EVALUATIONS.items()}
     frame = pd.DataFrame(columns)
-    return frame.loc[[k for k in ("mAP", "mINP", "rank1", "rank5", "rank10") if k in frame.index]].round(4)
+    return show(frame.loc[[k for k in ("mAP", "mINP", "rank1", "rank5", "rank10") if k in frame.index]])
 
 
 def selection_note(summary: Mapping):
@@ -84,19 +207,14 @@ def selection_note(summary: Mapping):
 
 
 def plot_cmc(cmc: list[float], max_rank: int = 20):
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4, 2.6), dpi=72)
+    fig, (ax,) = new_figure()
     ranks = list(range(1, min(max_rank, len(cmc)) + 1))
     ax.plot(ranks, cmc[: len(ranks)], marker=".")
-    ax.set_xlabel("rank", fontsize=8)
-    ax.set_ylabel("matching rate", fontsize=8)
-    ax.set_title("CMC (last evaluation)", fontsize=9)
+    label_axes(ax, "CMC (last evaluation)", "rank", "matching rate")
     ax.set_ylim(0, 1.02)
-    ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    epoch_axis(ax)  # ranks are whole numbers too
+    percent_axis(ax)
+    return finish_figure(fig)
 
 
 def ranked_gallery(cfg, model, loaders, num_queries: int = 4, top: int = 10, border: int = 3):
@@ -136,9 +254,12 @@ def ranked_gallery(cfg, model, loaders, num_queries: int = 4, top: int = 10, bor
     return JpegImage(data=buffer.getvalue(), format="jpeg")
 
 
-def environment_table(cfg) -> pd.DataFrame:
-    """Library versions and the device the trial ran on."""
+def run_metadata(cfg) -> dict:
+    """What reproduces this run: the code's git commit, the date (UTC), the seed, the host and the
+    device, then library versions."""
     import platform
+    import socket
+    from datetime import datetime, timezone
 
     import torch
     import torchvision
@@ -147,7 +268,29 @@ def environment_table(cfg) -> pd.DataFrame:
     from reidlib.engine import resolve_device
 
     device = resolve_device(cfg.MODEL.DEVICE)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    return pd.DataFrame({"value": pd.Series({"python": platform.python_version(), "torch": torch.__version__,
-                                             "torchvision": torchvision.__version__, "reidlib": reidlib.__version__,
-                                             "device": name})})
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{torch.get_num_threads()} threads"
+    return {"commit": git_commit(Path(reidlib.__file__).resolve().parents[1]),
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "seed": cfg.SEED,
+            "host": socket.gethostname(), "device": f"{device} ({name})", "python": platform.python_version(),
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "reidlib": reidlib.__version__}
+
+
+def git_commit(directory: Path) -> str:
+    """The commit checked out in ``directory``, marked when tracked files have uncommitted changes."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=30,
+                              check=True).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return f"{commit} (with uncommitted changes)" if changed else commit
+
+
+def environment_table(cfg):
+    """``run_metadata`` as a table."""
+    return show(pd.DataFrame({"value": pd.Series(run_metadata(cfg), dtype=object)}))

@@ -45,15 +45,24 @@ COMPILE_CACHE_ENVS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR":
 
 # --- parameters ---------------------------------------------------------------------------------
 
+_kernel_start_dir: Path | None = None
+
+
 def use_project_root() -> Path:
     """Work from the project root, as the sweep driver and the papermill CLI do, also when Jupyter
     started the kernel in ``notebooks/`` (relative paths in configs and specs mean the same then)."""
-    import os
-
+    global _kernel_start_dir
     root = Path(__file__).resolve().parents[1]
+    _kernel_start_dir = _kernel_start_dir or Path.cwd().resolve()
     if Path.cwd().resolve() == root / "notebooks":
         os.chdir(root)
     return Path.cwd()
+
+
+def notebook_dir() -> Path:
+    """Where relative links in this notebook's outputs resolve: the directory its kernel started in
+    (JupyterLab starts a notebook's kernel in the notebook's directory), before ``use_project_root``."""
+    return _kernel_start_dir or Path.cwd().resolve()
 
 
 def aliases_from(namespace: Mapping[str, Any]) -> dict[str, Any]:
@@ -286,7 +295,7 @@ def make_summary(result, max_epochs: int) -> dict:
         "error": result.error,
         "best_epoch": best_row["epoch"] if best_row else None,
         "best": best_metrics(result.history),
-        "initial": result.initial,
+        "untrained": result.untrained,
         "test": result.test,
         "val_ids": result.val_ids,
         "cmc": result.cmc[:20],

@@ -77,7 +77,7 @@ def server_run(tmp_path, config_file, name, params, maps, status=None, state=Non
         result = SimpleNamespace(status=status, epochs_run=len(history), wall_time_s=1.5 * len(history),
                                  peak_mem_mb=0.0, checkpoint=f"/srv/runs/abc123/trials/{name}/checkpoint.pth",
                                  error="loss is nan" if status == "diverged" else None, history=history,
-                                 initial={"val/mAP": 0.01}, cmc=[0.5] * 20, val_ids=2,
+                                 untrained={"val/mAP": 0.01}, cmc=[0.5] * 20, val_ids=2,
                                  test={"test/mAP": 0.1} if status != "diverged" else {})
         bridge.on_scrap(contract.SUMMARY, contract.make_summary(result, max_epochs=3))
         bridge.close(state, reason=None, notebook=Path(f"/srv/runs/abc123/trials/{name}.ipynb"))
@@ -167,7 +167,7 @@ def test_analysis_functions_work_on_a_wandb_sweep(api_calls):
     assert set(analysis.best_config_diff(sweep).index) == {"SOLVER.BASE_LR", "SOLVER.MAX_EPOCHS", "SOLVER.WEIGHT_DECAY"}
     assert analysis.numeric_parameters(sweep) == ["base_lr"]  # the searched one; weight_decay is a constant
     assert analysis.cost_table(sweep).loc["trial-002", "s_to_best"] == 3.0  # two epochs of 1.5 s to its best
-    assert "best run: trial-002, val/mAP 0.6000" in analysis.overview(sweep)
+    assert "best run: trial-002, val/mAP 60.0% (test/mAP 10.0%)" in analysis.overview(sweep)
 
 
 def test_the_analysis_notebook_runs_on_a_wandb_sweep(api_calls, capsys):

@@ -20,7 +20,7 @@ def train(tmp_path, base_lr: float) -> tuple[float, float]:
     loaders = make_data_loaders(cfg)
     result = do_train(cfg, make_model(cfg, loaders.num_classes), loaders)
     best = max((row.get("val/mAP", 0.0) for row in result.history), default=0.0)
-    return result.initial["val/mAP"], best
+    return result.untrained["val/mAP"], best
 
 
 @pytest.fixture(scope="module")

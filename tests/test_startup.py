@@ -273,8 +273,8 @@ def test_a_sweep_evaluates_the_untrained_network_once(write_spec, tmp_path):
         "base_lr": {"values": [0.003, 0.03]}, "max_epochs": 1, "TEST.EVAL_BEFORE_TRAINING": "yes"}})
     result = run_sweep(spec, runs_dir=tmp_path / "runs", project_dir=REPO, wandb="disabled", progress=False)
     filed = list((result.directory / "cache" / "untrained").glob("*.json"))
-    notebooks = [trial.read_trial_notebook(t.notebook)[2]["initial"] for t in result.trials]
-    ledger = [t.summary["initial"] for t in result.trials]
+    notebooks = [trial.read_trial_notebook(t.notebook)[2]["untrained"] for t in result.trials]
+    ledger = [t.summary["untrained"] for t in result.trials]
     # two learning rates, one seed and architecture: one evaluation, every trial reports it
     assert len(filed) == 1 and len(ledger) == 2 and "val/mAP" in ledger[0]
     assert all(i == ledger[0] for i in ledger + notebooks)

@@ -1,6 +1,7 @@
 """The trial notebook as papermill runs it: scraps per epoch, live on disk, stop, bad parameters."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,11 @@ def test_runs_alone_with_the_papermill_cli(tmp_path, tiny_config):
     html, _ = HTMLExporter(exclude_input=True).from_filename(str(out))
     assert "data:image/jpeg;base64" in html and "data:image/png;base64" in html
     assert "make_data_loaders" not in html and "val/mAP" in html
+    # what produced it, and metrics as researchers read them
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    assert head in html and ">seed<" in html and ">host<" in html and ">device<" in html
+    assert re.search(r">\d+\.\d%<", html) and "val: untrained" in html
 
 
 def test_scraps_reach_the_file_while_the_trial_runs_and_stop_ends_it(tmp_path, tiny_config):

@@ -6,6 +6,9 @@ Both sides name things as ``wandb.Api`` does: ``sweep.runs``, ``sweep.best_run(o
 ``sweep.config``, ``run.name/.id/.state/.config/.summary/.history()``; ours add ``sweep.metric``,
 ``run.notebook_path``, ``run.checkpoint``, ``run.effective_config`` and ``run.exit_reason``.
 
+Tables keep metrics as fractions, as stored; ``show(table)`` is how a notebook shows them (mAP and
+rank-k in %, paths as links).
+
 Which value is a run's ``summary['val/mAP']``: the best over its evaluated epochs, as W&B keeps it
 with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``). ``val/*`` is
 the validation split (held-out training identities); ``summary['test/mAP']`` is query/gallery, once,
@@ -23,6 +26,8 @@ from pathlib import Path
 import pandas as pd
 
 from reidlib.errors import SweepStateError
+from reidlib.report import FONT, curve, epoch_axis, finish_figure, is_rate, label_axes, new_figure, percent, percent_axis
+from reidlib.report import show as show  # the notebook's analysis.show(table)
 from reidlib.sweep.bridge import flat_summary
 from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease
@@ -167,28 +172,33 @@ def leaderboard(sweep: SweepReader) -> pd.DataFrame:
     return frame.drop(columns="_ok").set_index("trial")
 
 
-def plot_curves(sweep: SweepReader, metric: str = "val/mAP", top: int = 5):
-    """``metric`` and training loss per epoch for the ``top`` runs, on shared axes."""
-    import matplotlib.pyplot as plt
+def untrained_value(run, metric: str):
+    """``metric`` of the run's network before training (``TEST.EVAL_BEFORE_TRAINING``), if evaluated."""
+    return run.summary.get(f"untrained/{metric}", run.summary.get(f"initial/{metric}"))  # initial/: older runs
 
-    board = leaderboard(sweep)
-    names = list(board.index[:top])
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3), dpi=72)
+
+def plot_curves(sweep: SweepReader, metric: str = "val/mAP", top: int = 5):
+    """``metric`` (from the untrained network's, at epoch 0, when it was evaluated) and training loss
+    per epoch for the ``top`` runs, on shared axes."""
+    names = list(leaderboard(sweep).index[:top])
+    fig, axes = new_figure(2, width=5.0, height=3.4)
     for run in sweep.runs:
         if run.name not in names:
             continue
         hist = run.history()
         for ax, key in zip(axes, (metric, "train/loss")):
-            if key in hist:
-                rows = hist.dropna(subset=[key])
-                ax.plot(rows["epoch"], rows[key], marker=".", label=run.name)
+            untrained = untrained_value(run, key)
+            epochs, values = curve(hist, key, {key: untrained} if untrained is not None else None)
+            if epochs:
+                ax.plot(epochs, values, marker=".", label=run.name)
     for ax, key in zip(axes, (metric, "train/loss")):
-        ax.set_title(key, fontsize=9)
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+        label_axes(ax, key, "epoch")
+        epoch_axis(ax)
+        if ax.lines:
+            ax.legend(fontsize=FONT["legend"])
+    if is_rate(metric):
+        percent_axis(axes[0])
+    return finish_figure(fig)
 
 
 class LiveLeaderboard:
@@ -237,6 +247,11 @@ def numeric_parameters(sweep: SweepReader) -> list[str]:
                    for r in sweep.runs)]
 
 
+def log_parameters(sweep: SweepReader) -> set[str]:
+    """The parameters the spec draws on a log scale (log_uniform_values, q_log_uniform, inv_log_uniform...)."""
+    return {name for _, name, p in leaves(sweep.config.get("parameters", {})) if "log" in str(p.get("distribution", ""))}
+
+
 def _scored(sweep: SweepReader) -> pd.DataFrame:
     """Finished and stopped runs with the metric: one row each, parameters flattened."""
     name, _ = sweep.metric
@@ -245,60 +260,111 @@ def _scored(sweep: SweepReader) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def varied_parameters(sweep: SweepReader, scored: pd.DataFrame) -> list[str]:
+    """The numeric parameters that took at least two values among the ``scored`` runs: a constant
+    one explains nothing (no correlation, no importance, a scatter in one column)."""
+    return [p for p in numeric_parameters(sweep) if p in scored and scored[p].nunique() > 1]
+
+
 def parameter_importance(sweep: SweepReader) -> pd.DataFrame | str:
     """As W&B's parameter-importance panel: each numeric parameter's correlation with the metric,
-    and its random-forest importance (fitted on the parameters, predicting the metric)."""
+    and its random-forest importance (fitted on the parameters, predicting the metric). Parameters
+    that did not vary are left out; a correlation with a metric that did not vary is n/a."""
     name, _ = sweep.metric
-    frame, params = _scored(sweep), numeric_parameters(sweep)
+    frame = _scored(sweep)
+    params = varied_parameters(sweep, frame)
     if len(frame) < 3 or not params:
-        return f"needs at least 3 scored trials and a numeric parameter (have {len(frame)} trials, {params or 'none'})"
+        return (f"needs at least 3 scored trials and a numeric parameter that varied (have {len(frame)} trials, "
+                f"{params or 'none'})")
     from sklearn.ensemble import RandomForestRegressor
 
     x, y = frame[params].astype(float), frame[name].astype(float)
     forest = RandomForestRegressor(n_estimators=200, random_state=0).fit(x, y)
-    return pd.DataFrame({"correlation": [x[p].corr(y) for p in params], "importance": forest.feature_importances_},
+    # Pearson's r divides by both spreads: a metric all trials tied on has none (numpy warns, the answer is n/a)
+    correlation = [x[p].corr(y) if y.nunique() > 1 else float("nan") for p in params]
+    return pd.DataFrame({"correlation": correlation, "importance": forest.feature_importances_},
                         index=pd.Index(params, name="parameter")).round(3).sort_values("importance", ascending=False)
 
 
+def short_number(value: float) -> str:
+    """A parameter value as a tick or axis label: ``5e-4``, ``1.5e-5``, ``0.3``, ``64``."""
+    if value == 0 or 1e-2 <= abs(value) < 1e4:
+        return f"{value:.3g}"
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def log_axis(ax, axis: str = "x") -> None:
+    """A log axis labelled at its decades when two or more are in view, else at 1, 2 and 5 times a
+    power of ten, else at a few plain steps; never at every minor tick (2e-5, 3e-5, ... collide)."""
+    import math
+
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+
+    getattr(ax, f"set_{axis}scale")("log")
+    scale = getattr(ax, f"{axis}axis")
+    low, high = sorted(getattr(ax, f"get_{axis}lim")())
+    powers = range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1)
+    decades = [10.0 ** p for p in powers if low <= 10.0 ** p <= high]
+    ones_twos_fives = [m * 10.0 ** p for p in powers for m in (1, 2, 5) if low <= m * 10.0 ** p <= high]
+    if len(decades) >= 2:
+        scale.set_major_locator(LogLocator(base=10, subs=(1.0,)))
+    elif len(ones_twos_fives) >= 2:
+        scale.set_major_locator(FixedLocator(ones_twos_fives))
+    else:
+        scale.set_major_locator(MaxNLocator(nbins=3))
+    scale.set_major_formatter(FuncFormatter(lambda value, _: short_number(value)))
+    scale.set_minor_formatter(NullFormatter())
+
+
 def plot_parameters(sweep: SweepReader):
-    """Parallel coordinates (parameters -> metric, coloured by the metric) and one scatter per
-    numeric parameter (log axis for log-distributed ones)."""
+    """Parallel coordinates (parameters -> metric, coloured by the metric, each axis labelled with its
+    range) and one scatter per parameter that varied (log axis for log-distributed ones)."""
     import matplotlib.pyplot as plt
     import numpy as np
 
     name, _ = sweep.metric
-    frame, params = _scored(sweep), numeric_parameters(sweep)
+    frame = _scored(sweep)
+    params = varied_parameters(sweep, frame)
     if frame.empty or not params:
-        return "no scored trial with a numeric parameter yet"
-    log_scale = {n for _, n, p in leaves(sweep.config["parameters"]) if "log" in str(p.get("distribution", ""))}
-    fig, axes = plt.subplots(1, len(params) + 1, figsize=(4 * (len(params) + 1), 3), dpi=72, squeeze=False)
-    axes = axes[0]
+        return "no scored trial with a numeric parameter that varied yet"
+    log_scale = log_parameters(sweep)
+    fig, axes = new_figure(len(params) + 1, width=4.2, height=3.4)
     columns = params + [name]
-    scaled = frame[columns].astype(float).copy()
+    values = frame[columns].astype(float)
+
+    def shown(column, value):
+        return percent(value) if is_rate(column) else short_number(value)
+
+    scaled = values.copy()
     for column in columns:
-        values = np.log10(scaled[column]) if column in log_scale else scaled[column]
-        span = values.max() - values.min()
-        scaled[column] = (values - values.min()) / span if span else 0.5
+        position = np.log10(values[column]) if column in log_scale else values[column]
+        span = position.max() - position.min()
+        scaled[column] = (position - position.min()) / span if span else 0.5
     colours = plt.cm.viridis(scaled[name].to_numpy())
     for row, colour in zip(scaled.to_numpy(), colours):
         axes[0].plot(range(len(columns)), row, color=colour, alpha=0.8)
-    axes[0].set_xticks(range(len(columns)), columns, fontsize=7, rotation=20)
+    for i, column in enumerate(columns):  # each vertical axis: its lowest value below, its highest above
+        axes[0].axvline(i, color="0.7", linewidth=0.8, zorder=0)
+        axes[0].text(i, -0.06, shown(column, values[column].min()), ha="center", va="top", fontsize=FONT["legend"])
+        axes[0].text(i, 1.06, shown(column, values[column].max()), ha="center", va="bottom", fontsize=FONT["legend"])
+    axes[0].set_xticks(range(len(columns)), columns, rotation=15)
+    axes[0].set_ylim(-0.25, 1.25)
     axes[0].set_yticks([])
-    axes[0].set_title("parallel coordinates (scaled)", fontsize=9)
+    axes[0].set_title("parallel coordinates", fontsize=FONT["title"], pad=14)
     for ax, param in zip(axes[1:], params):
-        ax.scatter(frame[param], frame[name], c=colours, s=20)
+        ax.scatter(frame[param], frame[name], c=colours, s=30)
         if param in log_scale:
-            ax.set_xscale("log")
-        ax.set_xlabel(param, fontsize=8)
-        ax.set_ylabel(name, fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+            log_axis(ax)
+        if is_rate(name):
+            percent_axis(ax)
+        label_axes(ax, "", param, name)
+    return finish_figure(fig)
 
 
 def cost_table(sweep: SweepReader) -> pd.DataFrame:
-    """Per trial: wall time, GPU- (or CPU-) seconds, epochs run of the budget, time to its best epoch."""
+    """Per trial: device, its peak memory (GPU; none on a CPU), device seconds, epochs run of the
+    budget, time to its best epoch."""
     name, goal = sweep.metric
     rows = []
     for run in sweep.runs:
@@ -309,6 +375,7 @@ def cost_table(sweep: SweepReader) -> pd.DataFrame:
             best_epoch = hist[name].idxmax() if goal == "maximize" else hist[name].idxmin()
             to_best = float(hist["time/epoch_s"].loc[:best_epoch].sum())
         rows.append({"trial": run.name, "state": run.state, "device": "GPU" if s.get("peak_mem_mb") else "CPU",
+                     "peak_mem_mb": s.get("peak_mem_mb") or None,  # a CPU has no peak (older trials wrote 0.0)
                      "device_s": round(seconds, 1) if seconds else None, "epochs_run": s.get("epochs_run"),
                      "epochs_budget": s.get("max_epochs"), "s_to_best": round(to_best, 1) if to_best else None})
     return pd.DataFrame(rows).set_index("trial") if rows else pd.DataFrame()
@@ -362,13 +429,13 @@ def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
             f"its {TEST_METRIC}": best.summary.get(TEST_METRIC)}
     final = read_final(sweep.directory) if isinstance(sweep, LocalSweep) else None
     if final and final.get("trial") == best.name:
-        rows[f"finalized {TEST_METRIC} (retrained on every training identity)"] = final["test"].get(TEST_METRIC)
+        rows[f"finalized model's {TEST_METRIC}"] = final["test"].get(TEST_METRIC)  # retrained on every identity
     if len(scored) >= 3:
         tau = scored["val"].astype(float).corr(scored["test"].astype(float), method="kendall")
         rows[f"Kendall's tau, {name} vs {TEST_METRIC} ({len(scored)} finished runs)"] = round(float(tau), 3)
     if len(scored):
         pick = scored.loc[scored["test"].astype(float).idxmax()]
-        rows["chosen on the test set instead"] = f"{pick['trial']} ({TEST_METRIC} {pick['test']:.4f})"
+        rows["chosen on the test set instead"] = f"{pick['trial']} ({TEST_METRIC} {percent(pick['test'])})"
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
 
@@ -385,7 +452,7 @@ def final_run(sweep: SweepReader, train: bool = False) -> pd.DataFrame | str:
         return (f"not finalized yet: 'reid-sweep finalize {sweep.id}' (or finalize = True above) trains the best "
                 "configuration again on every training identity and tests it once")
     rows = {"trained from": final["trial"], **final["test"], "epochs": final.get("epochs_run"),
-            "notebook": final["notebook"], "checkpoint": final.get("checkpoint")}
+            "notebook": Path(final["notebook"]), "checkpoint": Path(final["checkpoint"]) if final.get("checkpoint") else None}
     stale = best is not None and final["trial"] != best.name
     if stale:
         rows["note"] = f"the best run is now {best.name}: finalize again"
@@ -405,8 +472,8 @@ def overview(sweep: SweepReader) -> str:
     best = sweep.best_run()
     if best is not None:
         test = best.summary.get(TEST_METRIC)
-        return f"{text}\nbest run: {best.name}, {name} {best.summary[name]:.4f}" + \
-            (f" ({TEST_METRIC} {test:.4f})" if test is not None else "")
+        return f"{text}\nbest run: {best.name}, {name} {percent(best.summary[name])}" + \
+            (f" ({TEST_METRIC} {percent(test)})" if test is not None else "")
     if states.get("running"):
         return f"{text}\nno trial has finished yet: the sweep is still running"
     reasons = Counter(r.exit_reason or r.state for r in sweep.runs)
@@ -419,10 +486,11 @@ def best_run_table(sweep: SweepReader) -> pd.DataFrame | str:
     best = sweep.best_run()
     if best is None:
         return "no finished trial yet"
-    keys = ("val/mAP", "val/rank1", "val/rank5", "val/mINP", "last/val/mAP", "initial/val/mAP", "val_ids",
+    keys = ("val/mAP", "val/rank1", "val/rank5", "val/mINP", "last/val/mAP", "untrained/val/mAP", "val_ids",
             TEST_METRIC, "test/rank1", "epochs_run", "wall_time_s")
-    rows = {**{f"param {k}": v for k, v in best.config.items()}, **{k: best.summary.get(k) for k in keys},
-            "notebook": str(best.notebook_path), "checkpoint": str(best.checkpoint)}
+    metrics = {k: untrained_value(best, "val/mAP") if k == "untrained/val/mAP" else best.summary.get(k) for k in keys}
+    rows = {**{f"param {k}": v for k, v in best.config.items()}, **metrics,
+            "notebook": best.notebook_path, "checkpoint": best.checkpoint}
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
 

@@ -15,12 +15,14 @@ from __future__ import annotations
 import html
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
 import yaml
 
 from reidlib.analysis import SELECTED_ON_TEST, LocalSweep, leaderboard, selected_on_test
+from reidlib.report import is_rate, percent
 from reidlib.sweep.finalize import read_final
 from reidlib.sweep.files import own_dir, write_atomic
 
@@ -103,7 +105,7 @@ def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
             except Exception as err:  # nbformat and nbconvert raise many kinds for a damaged file
                 log.warning("report: skipped %s: not a readable notebook (%s: %s)", notebook, type(err).__name__,
                             str(err)[:200])
-        cells = "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row.to_numpy())
+        cells = "".join(f"<td>{html.escape(_fmt(value, column))}</td>" for column, value in row.items())
         rows.append(f"<tr><td>{link}</td>{cells}</tr>")
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["trial", *board.columns])
     if selected_on_test(sweep):
@@ -116,7 +118,7 @@ def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
     return index
 
 
-def _fmt(value) -> str:
+def _fmt(value, column: str) -> str:
     if isinstance(value, float):
-        return "" if value != value else f"{value:.4g}"
+        return "" if math.isnan(value) else percent(value) if is_rate(column) else f"{value:.4g}"
     return "" if value is None else str(value)

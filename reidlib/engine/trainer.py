@@ -54,10 +54,10 @@ class TrainResult:
     status: str
     history: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
-    peak_mem_mb: float = 0.0
+    peak_mem_mb: float | None = None  # CUDA's peak allocation; None on a CPU, which has no such figure
     checkpoint: str | None = None
     error: str | None = None
-    initial: dict = field(default_factory=dict)  # val/* of the untrained model (TEST.EVAL_BEFORE_TRAINING)
+    untrained: dict = field(default_factory=dict)  # val/* of the untrained model (TEST.EVAL_BEFORE_TRAINING)
     test: dict = field(default_factory=dict)  # test/* (query/gallery) of the final weights, once at the end
     val_ids: int = 0  # identities in the validation split val/* is measured on; 0: val/* is query/gallery
     cmc: list[float] = field(default_factory=list)  # CMC curve of the last evaluation (rank 1..50)
@@ -75,8 +75,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _peak_mem_mb(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+def _peak_mem_mb(device: torch.device) -> float | None:
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback] = (),
@@ -105,7 +105,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     max_epochs = cfg.SOLVER.MAX_EPOCHS
     try:
         if cfg.TEST.EVAL_BEFORE_TRAINING == "yes" and not resume:
-            result.initial = evaluate_untrained(cfg, model, loaders, device)
+            result.untrained = evaluate_untrained(cfg, model, loaders, device)
         for epoch in range(first_epoch, max_epochs + 1):
             epoch_start = time.perf_counter()
             model.train()

@@ -56,11 +56,12 @@ def flat_summary(summary: dict | None) -> dict:
     plus status and costs."""
     if not summary:
         return {}
-    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "initial", "test", "cmc") and v is not None}
+    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "untrained", "initial", "test", "cmc") and v is not None}
     flat.update(summary.get("best") or {})
     flat.update(summary.get("test") or {})
     flat.update({f"last/{k}": v for k, v in (summary.get("last") or {}).items()})
-    flat.update({f"initial/{k}": v for k, v in (summary.get("initial") or {}).items()})
+    untrained = summary.get("untrained") or summary.get("initial") or {}  # "initial": its name in older ledgers
+    flat.update({f"untrained/{k}": v for k, v in untrained.items()})
     return flat
 
 

@@ -89,7 +89,7 @@ def _report(sweep_dir: Path) -> None:
     if best is None:
         print("no trial finished: see the trial notebooks for their errors")
     else:
-        untrained = best.summary.get(f"initial/{name}")
+        untrained = best.summary.get(f"untrained/{name}")
         versus = f" (untrained features: {untrained:.4f})" if untrained is not None else ""
         print(f"best trial: {best.name}  {name} {best.summary[name]:.4f}{versus}")
         print(f"best trial notebook: {best.notebook_path}")
