@@ -51,10 +51,9 @@ OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", 
 DEFAULT_KEEP_CHECKPOINTS = 3
 NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
 PARAMETER_KEYS = ("values", "value", "distribution", *NUMERIC_FIELDS, "probabilities", "parent", "parent_values")
-# Where a range's values lie: min and max themselves, or their exponentials (W&B's log-space
-# distributions); normal, log_normal and beta have no ends to check.
+# Ranges whose values lie between min and max (normal, log_normal and beta have no ends to check;
+# W&B's schema refuses the log-space log_uniform, q_log_uniform and inv_log_uniform)
 VALUE_ENDS = {"uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"}
-LOG_ENDS = {"log_uniform", "q_log_uniform"}
 # Combinations of a sweep's values checked against the rules between config keys, at most (every
 # value has been checked against its own key's rules already)
 MAX_COMBINATIONS = 10_000
@@ -485,13 +484,7 @@ def _values_to_check(parameter: dict, grid: bool) -> list:
     values = discrete_values(parameter)
     if values is not None:
         return values
-    if dist in VALUE_ENDS:
-        return [parameter["min"], parameter["max"]]
-    if dist in LOG_ENDS:
-        return [math.exp(parameter["min"]), math.exp(parameter["max"])]
-    if dist == "inv_log_uniform":
-        return [math.exp(-parameter["max"]), math.exp(-parameter["min"])]
-    return []
+    return [parameter["min"], parameter["max"]] if dist in VALUE_ENDS else []
 
 
 def _parameter_options(path: str, name: str, parameter: dict, base, base_values: dict, grid: bool) -> list[tuple]:
