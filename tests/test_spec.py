@@ -3,7 +3,12 @@ from pathlib import Path
 import pytest
 
 from reidlib.errors import SpecError
-from reidlib.sweep.spec import check_against_config, flatten_run_config, load_spec, normalise
+from reidlib.sweep.spec import (
+    check_against_config,
+    flatten_run_config,
+    load_spec,
+    normalise,
+)
 
 
 def test_old_shorthand_is_normalised(write_spec):

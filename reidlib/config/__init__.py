@@ -8,7 +8,7 @@ from yacs.config import CfgNode
 
 from reidlib.config.aliases import ALIASES
 from reidlib.config.checks import check_rerank_parameters, check_values
-from reidlib.config.defaults import DEFAULT_WANDB_PROJECT, _C
+from reidlib.config.defaults import _C, DEFAULT_WANDB_PROJECT
 from reidlib.config.overrides import apply_overrides, flat_keys, resolve_key
 from reidlib.errors import ConfigError, read_yaml
 

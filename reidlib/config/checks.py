@@ -8,7 +8,8 @@ here once: their registries are keyed by these tuples (``tests/test_config.py`` 
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from reidlib.config.overrides import did_you_mean
 from reidlib.errors import ConfigError

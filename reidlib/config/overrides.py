@@ -5,7 +5,8 @@ from __future__ import annotations
 import ast
 import difflib
 import re
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from yacs.config import CfgNode
 

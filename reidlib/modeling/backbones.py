@@ -2,7 +2,7 @@
 ``MODEL.LAST_STRIDE``. Another torchvision ResNet is one name in ``reidlib.config.checks.BACKBONE_NAMES``."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
