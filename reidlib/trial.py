@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from reidlib.config import ALIASES, load_config
+from reidlib.config.overrides import did_you_mean
 from reidlib.errors import ConfigError
 
 EPOCH_PREFIX = "epoch/"
@@ -89,10 +90,7 @@ def build_config(config_file: str | None, overrides: Mapping[str, Any] | None = 
         merged.update({"WANDB.ENABLE": True, "WANDB.PROJECT": wandb_project})
     for name, value in aliases.items():
         if name not in ALIASES:
-            import difflib
-
-            close = difflib.get_close_matches(name, ALIASES, n=1)
-            raise ConfigError(name, "not a config key or alias" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise ConfigError(name, f"not a config key or alias{did_you_mean(name, ALIASES)}")
         if value is None:
             continue
         if ALIASES[name] in merged:

@@ -75,6 +75,7 @@ def test_aliases_reach_their_keys():
     ({"SOLVER.BASE_LR": "fast"}, "SOLVER.BASE_LR", "expected a number"),
     ({"SOLVER.STEPS": 40}, "SOLVER.STEPS", "expected a list"),
     ({"SOLVER.IMS_PER_BATCH": True}, "SOLVER.IMS_PER_BATCH", "expected an integer"),
+    ({"lr": 0.1}, "lr", "did you mean 'base_lr'"),  # a name others use for a knob: its last word
 ])
 def test_bad_override_names_field_and_expectation(overrides, field, words):
     with pytest.raises(ConfigError) as err:
@@ -115,6 +116,67 @@ def test_config_file_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(unknown)
     assert str(unknown) in err.value.field and "SOLVER.BASE_LR" in str(err.value)
+
+
+# (overrides, key, what the message must show): each of these used to load and fail inside the
+# trial, after its data was read
+@pytest.mark.parametrize("overrides, key, shown", [
+    ({"SOLVER.OPTIMIZER_NAME": "Adamm"}, "SOLVER.OPTIMIZER_NAME", "'SGD', 'Adam', 'AdamW'"),
+    ({"MODEL.NAME": "resnet5"}, "MODEL.NAME", "'resnet18', 'resnet34', 'resnet50', 'resnet101', 'resnet152'"),
+    ({"MODEL.LAST_STRIDE": 3}, "MODEL.LAST_STRIDE", "expected one of 1, 2, got 3"),
+    ({"SOLVER.STEPS": [70, 40]}, "SOLVER.STEPS", "in increasing order, got [70, 40]"),
+    ({"DATASETS.NAMES": "market"}, "DATASETS.NAMES", "'market1501', 'dukemtmc', 'msmt17', 'aihub_kaist', 'synthetic'"),
+    ({"SOLVER.WARMUP_FACTOR": 1.5}, "SOLVER.WARMUP_FACTOR", "[0, 1]"),
+    ({"SOLVER.WEIGHT_DECAY": -0.1}, "SOLVER.WEIGHT_DECAY", ">= 0"),
+    ({"SOLVER.MOMENTUM": -0.9}, "SOLVER.MOMENTUM", ">= 0"),
+    ({"INPUT.SIZE_TRAIN": [256]}, "INPUT.SIZE_TRAIN", "[height, width]"),
+    ({"INPUT.PIXEL_STD": [0.2, 0.0, 0.2]}, "INPUT.PIXEL_STD", "three positive numbers"),
+    ({"DATALOADER.NUM_WORKERS": -1}, "DATALOADER.NUM_WORKERS", ">= 0"),
+    ({"SEED": -1}, "SEED", "[0, 2**32)"),
+    ({"DATASETS.SYNTHETIC.NUM_CAMERAS": 1}, "DATASETS.SYNTHETIC.NUM_CAMERAS", ">= 2"),
+    ({"TEST.RERANK_K1": 0}, "TEST.RERANK_K1", ">= 1"),  # also without re-ranking on: a sweep may turn it on
+])
+def test_a_value_no_trial_can_train_with_is_refused_when_loaded(overrides, key, shown):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert err.value.field == key and shown in err.value.message and "\n" not in str(err.value)
+
+
+def test_a_misspelt_choice_names_the_closest():
+    with pytest.raises(ConfigError, match=r"got 'Adamm'; did you mean 'Adam'\?$"):
+        load_config(None, {"optimizer": "Adamm"})
+    with pytest.raises(ConfigError, match=r"did you mean 'base_lr'\?$"):
+        build_config(None, lr=0.1)  # the trial side suggests with the same code
+
+
+def test_the_registries_are_keyed_by_the_declared_names():
+    """The allowed values are declared torch-free (reidlib.config.checks) and the builders look
+    names up in them: each declared name must build, and the registries hold no other."""
+    import torch
+
+    from reidlib.config import checks, get_defaults
+    from reidlib.data.datasets import DATASET_REGISTRY
+    from reidlib.engine.trainer import AMP_DTYPES
+    from reidlib.modeling.backbones import make_backbone
+    from reidlib.solver import make_optimizer
+
+    assert set(DATASET_REGISTRY) == set(checks.DATASET_NAMES)
+    assert set(AMP_DTYPES) == set(checks.CHOICES["SOLVER.AMP"])
+    for name in checks.BACKBONE_NAMES:
+        with torch.device("meta"):  # shapes only: no weights are allocated
+            trunk, channels = make_backbone(name, 1)
+            assert trunk(torch.empty(1, 3, 64, 32)).shape == (1, channels, 4, 2), name
+    model = torch.nn.Linear(4, 2)  # a weight and a bias: the two parameter groups
+    for name in checks.OPTIMIZER_NAMES:
+        cfg = get_defaults()
+        cfg.SOLVER.OPTIMIZER_NAME = name
+        optimizer = make_optimizer(cfg, model)
+        model(torch.ones(3, 4)).sum().backward()
+        optimizer.step()  # no closure, dense gradients, both groups
+    # torch's other optimisers cannot train this model as make_optimizer builds it (see OPTIMIZER_NAMES)
+    left_out = {"LBFGS", "SparseAdam", "Muon", "Rprop"}
+    every = {n for n, c in vars(torch.optim).items() if isinstance(c, type) and issubclass(c, torch.optim.Optimizer)}
+    assert every - {"Optimizer"} - left_out == set(checks.OPTIMIZER_NAMES)
 
 
 def test_check_config_accepts_defaults():

@@ -3,7 +3,12 @@ from pathlib import Path
 import pytest
 
 from reidlib.errors import SpecError
-from reidlib.sweep.spec import check_against_config, flatten_run_config, load_spec, normalise
+from reidlib.sweep.spec import (
+    check_against_config,
+    flatten_run_config,
+    load_spec,
+    normalise,
+)
 
 
 def test_old_shorthand_is_normalised(write_spec):
@@ -103,3 +108,61 @@ def test_overrides_parameter_values_are_checked(write_spec):
     with pytest.raises(SpecError) as err:
         check_against_config(spec)
     assert err.value.field == "parameters.overrides.values[1].SOLVER.BASE_RL"
+
+
+# Each of these sweeps has a trial that can only fail, found before the first one starts.
+@pytest.mark.parametrize("parameters, field, shown", [
+    ({"optimizer": ["Adam", "Adamm"]}, "parameters.optimizer", "SOLVER.OPTIMIZER_NAME: expected one of 'SGD', 'Adam'"),
+    ({"backbone": ["resnet18", "resnet5"]}, "parameters.backbone", "MODEL.NAME: expected one of 'resnet18', 'resnet34'"),
+    ({"MODEL.LAST_STRIDE": [1, 3]}, "parameters.MODEL.LAST_STRIDE", "expected one of 1, 2, got 3"),
+    ({"SOLVER": {"parameters": {"STEPS": {"values": [[3, 4], [70, 40]]}}}}, "parameters.SOLVER.parameters.STEPS",
+     "in increasing order, got [70, 40]"),
+    ({"DATASETS.NAMES": ["synthetic", "market"]}, "parameters.DATASETS.NAMES", "'market1501', 'dukemtmc'"),
+    ({"overrides": {"values": [{}, {"MODEL.LAST_STRIDE": 3}]}}, "parameters.overrides.values[1].MODEL.LAST_STRIDE",
+     "expected one of 1, 2"),
+])
+def test_a_value_no_trial_can_train_with_is_refused(write_spec, parameters, field, shown):
+    spec = load_spec(write_spec({"method": "grid", "parameters": parameters}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert err.value.field == field and shown in err.value.message
+
+
+def test_every_grid_point_is_checked(write_spec):
+    # batch 36 is no multiple of 8 images per identity: one point of four can only fail
+    spec = load_spec(write_spec({"method": "grid", "parameters": {"ims_per_batch": [32, 36], "num_instance": [4, 8]}}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert err.value.field == "parameters.ims_per_batch"
+    assert err.value.message == ("SOLVER.IMS_PER_BATCH: expected a multiple of DATALOADER.NUM_INSTANCE (8), got 36 "
+                                 "(in the trial ims_per_batch=36, num_instance=8)")
+    # a point that leaves a conditional parameter out is checked without it: one image per identity
+    # only with the plain softmax sampler, which draws no identities
+    check_against_config(load_spec(write_spec({"method": "grid", "parameters": {
+        "DATALOADER.SAMPLER": ["softmax", "softmax_triplet"], "ims_per_batch": [32, 64],
+        "num_instance": {"values": [1], "parent": "DATALOADER.SAMPLER", "parent_values": ["softmax"]}}})))
+
+
+@pytest.mark.parametrize("parameter, shown", [
+    ({"re_prob": {"min": 0.1, "max": 1.5}}, "INPUT.RE_PROB: expected a probability in [0, 1], got 1.5"),
+    ({"warmup_factor": {"distribution": "log_uniform_values", "min": 0.01, "max": 2.0}},
+     "SOLVER.WARMUP_FACTOR: expected a number in [0, 1], got 2.0"),
+    ({"MODEL.LAST_STRIDE": {"min": 1, "max": 3}}, "expected one of 1, 2, got 3"),
+])
+def test_a_range_whose_end_is_invalid_is_refused(write_spec, parameter, shown):
+    spec = load_spec(write_spec({"method": "random", "parameters": {"base_lr": [0.1], **parameter}}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert err.value.field == f"parameters.{next(iter(parameter))}" and shown in err.value.message
+
+
+def test_spec_mistakes_suggest_the_closest_name(write_spec):
+    spec = load_spec(write_spec({"method": "grid", "parameters": {"lr": [0.1]}}))
+    with pytest.raises(SpecError) as err:
+        check_against_config(spec)
+    assert (err.value.field, err.value.message) == ("parameters.lr", "not a config key or alias; did you mean 'base_lr'?")
+    with pytest.raises(SpecError) as err:  # W&B's schema check answered with a dump of the whole parameter
+        normalise({"method": "random", "parameters": {"optimizer": ["Adam", "SGD"], "momentum": {
+            "values": [0.9], "parent": "optimizer", "parent_value": ["SGD"]}}})
+    assert (err.value.field, err.value.message) == ("parameters.momentum.parent_value",
+                                                    "not a parameter key; did you mean 'parent_values'?")

@@ -1,7 +1,8 @@
 """Every training knob, with its default (reid-strong-baseline's ``config/defaults.py``, same names).
 
 A YACS file written for reid-strong-baseline loads unchanged. Keys that upstream does not have are
-marked "ours". Overrides are type-checked against these defaults (see ``reidlib.config.overrides``).
+marked "ours". Overrides are type-checked against these defaults (see ``reidlib.config.overrides``), then
+checked against what each key accepts (``reidlib.config.checks``).
 """
 from yacs.config import CfgNode as CN
 
@@ -15,7 +16,7 @@ _C = CN()
 _C.MODEL = CN()
 _C.MODEL.DEVICE = "cuda"  # "cuda", "cpu" or "auto" (ours: cuda when available)
 _C.MODEL.DEVICE_ID = "0"  # GPU ids, as upstream; the sweep driver sets CUDA_VISIBLE_DEVICES instead
-_C.MODEL.NAME = "resnet50"  # backbone: resnet18/34/50/101/152 (torchvision)
+_C.MODEL.NAME = "resnet50"  # backbone: resnet18/34/50/101/152 (torchvision; checks.BACKBONE_NAMES)
 _C.MODEL.LAST_STRIDE = 1  # stride of the last ResNet stage (1 = the Bag of Tricks' larger feature map)
 _C.MODEL.PRETRAIN_PATH = ""  # state dict to start from when PRETRAIN_CHOICE is 'imagenet' or 'self'
 _C.MODEL.PRETRAIN_CHOICE = "imagenet"  # 'imagenet', 'self' (a trained reid model) or 'none' (ours: random init)
@@ -50,7 +51,7 @@ _C.INPUT.CACHE_BUDGET_MB = 4096  # ours: memory budget of the decoded-image cach
 # DATASETS
 # ---------------------------------------------------------------------------------------------------
 _C.DATASETS = CN()
-_C.DATASETS.NAMES = "market1501"  # reidlib.data's registry: 'market1501', 'dukemtmc', 'msmt17', 'aihub_kaist', 'synthetic'
+_C.DATASETS.NAMES = "market1501"  # 'market1501', 'dukemtmc', 'msmt17', 'aihub_kaist' or 'synthetic' (checks.DATASET_NAMES)
 _C.DATASETS.ROOT_DIR = "./data"  # folder that holds the dataset folders
 _C.DATASETS.TRAIN_FOLDER = "bounding_box_train"  # as forks use: training images folder
 _C.DATASETS.QUERY_FOLDER = "query"  # query images folder
@@ -83,7 +84,7 @@ _C.DATALOADER.NUM_INSTANCE = 16  # K: images per identity in a batch for the PK 
 # SOLVER
 # ---------------------------------------------------------------------------------------------------
 _C.SOLVER = CN()
-_C.SOLVER.OPTIMIZER_NAME = "Adam"  # any torch.optim class name: 'Adam', 'SGD', 'AdamW'
+_C.SOLVER.OPTIMIZER_NAME = "Adam"  # a torch.optim class name: 'Adam', 'SGD', 'AdamW', ... (checks.OPTIMIZER_NAMES)
 _C.SOLVER.MAX_EPOCHS = 50  # epochs to train
 _C.SOLVER.BASE_LR = 3e-4  # learning rate
 _C.SOLVER.BIAS_LR_FACTOR = 2  # learning rate of biases = BASE_LR * BIAS_LR_FACTOR

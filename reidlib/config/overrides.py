@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ast
 import difflib
-from typing import Any, Iterator
+import re
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 from yacs.config import CfgNode
 
@@ -35,11 +37,26 @@ def resolve_key(cfg: CfgNode, name: str) -> str:
     known = dict(flat_keys(cfg))
     if name in known:
         return name
-    candidates = list(ALIASES) + list(known)
+    raise ConfigError(name, f"not a config key or alias{did_you_mean(name, list(ALIASES) + list(known))}")
+
+
+def closest(name: str, candidates: Iterable[str]) -> str | None:
+    """The candidate a misspelt or shortened ``name`` most likely means: the same in another case,
+    the nearest spelling (difflib), or the first whose last word it is (``lr``: ``base_lr``)."""
+    candidates = list(candidates)
     upper = {c.upper(): c for c in candidates}
-    close = [upper[name.upper()]] if name.upper() in upper else difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(name, f"not a config key or alias{hint}")
+    if name.upper() in upper:
+        return upper[name.upper()]
+    close = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+    if close:
+        return close[0]
+    return next((c for c in candidates if re.split(r"[._]", c.upper())[-1] == name.upper()), None)
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'x'?"`` naming ``closest(name, candidates)``, or ``""``."""
+    close = closest(name, candidates)
+    return f"; did you mean {close!r}?" if close else ""
 
 
 def _type_name(value: Any) -> str:

@@ -1,23 +1,17 @@
 """Backbone registry: torchvision ResNets cut before pooling, with the last stage's stride set by
-``MODEL.LAST_STRIDE``. Another backbone is one entry in ``BACKBONES``."""
+``MODEL.LAST_STRIDE``. Another torchvision ResNet is one name in ``reidlib.config.checks.BACKBONE_NAMES``."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torchvision import models
 
-from reidlib.errors import ConfigError
+from reidlib.config.checks import BACKBONE_NAMES
 
-# name -> (torchvision constructor, channels of the last stage)
-BACKBONES: dict[str, tuple[Callable[..., models.ResNet], int]] = {
-    "resnet18": (models.resnet18, 512),
-    "resnet34": (models.resnet34, 512),
-    "resnet50": (models.resnet50, 2048),
-    "resnet101": (models.resnet101, 2048),
-    "resnet152": (models.resnet152, 2048),
-}
+# name -> torchvision constructor; the names are declared torch-free, where MODEL.NAME is checked
+BACKBONES: dict[str, Callable[..., models.ResNet]] = {name: getattr(models, name) for name in BACKBONE_NAMES}
 
 
 class ResNetTrunk(nn.Module):
@@ -43,10 +37,8 @@ class ResNetTrunk(nn.Module):
 
 
 def make_backbone(name: str, last_stride: int, stem_relu: bool = True) -> tuple[ResNetTrunk, int]:
-    """The named backbone with random weights, and its output channels (torchvision's stem unless ``stem_relu`` is False)."""
-    if name not in BACKBONES:
-        raise ConfigError("MODEL.NAME", f"expected one of {sorted(BACKBONES)}, got {name!r}")
-    if last_stride not in (1, 2):
-        raise ConfigError("MODEL.LAST_STRIDE", f"expected 1 or 2, got {last_stride!r}")
-    constructor, channels = BACKBONES[name]
-    return ResNetTrunk(constructor(weights=None), last_stride, stem_relu), channels
+    """The named backbone with random weights, and its output channels (torchvision's stem unless
+    ``stem_relu`` is False). ``name`` and ``last_stride`` are checked with the config (MODEL.NAME,
+    MODEL.LAST_STRIDE)."""
+    resnet = BACKBONES[name](weights=None)
+    return ResNetTrunk(resnet, last_stride, stem_relu), resnet.fc.in_features

@@ -6,8 +6,6 @@ from bisect import bisect_right
 
 import torch
 
-from reidlib.errors import ConfigError
-
 
 def make_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Biases get ``BASE_LR * BIAS_LR_FACTOR`` and ``WEIGHT_DECAY_BIAS``; other weights the base values.
@@ -23,9 +21,7 @@ def make_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     groups = [{"params": params, "lr": lr, "weight_decay": decay}
               for params, lr, decay in ((weights, s.BASE_LR, s.WEIGHT_DECAY),
                                         (biases, s.BASE_LR * s.BIAS_LR_FACTOR, s.WEIGHT_DECAY_BIAS)) if params]
-    optimizer_class = getattr(torch.optim, s.OPTIMIZER_NAME, None)
-    if not (isinstance(optimizer_class, type) and issubclass(optimizer_class, torch.optim.Optimizer)):
-        raise ConfigError("SOLVER.OPTIMIZER_NAME", f"expected a torch.optim optimiser such as 'Adam' or 'SGD', got {s.OPTIMIZER_NAME!r}")
+    optimizer_class = getattr(torch.optim, s.OPTIMIZER_NAME)  # one of config.checks.OPTIMIZER_NAMES
     if s.OPTIMIZER_NAME == "SGD":
         return optimizer_class(groups, momentum=s.MOMENTUM)
     return optimizer_class(groups)
@@ -42,8 +38,6 @@ class WarmupMultiStepLR(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer, milestones, gamma=0.1, warmup_factor=1 / 3, warmup_iters=500,
                  warmup_method="linear", last_epoch=-1):
-        if list(milestones) != sorted(milestones):
-            raise ConfigError("SOLVER.STEPS", f"expected increasing epochs, got {list(milestones)}")
         self.milestones, self.gamma = list(milestones), gamma
         self.warmup_factor, self.warmup_iters, self.warmup_method = warmup_factor, warmup_iters, warmup_method
         super().__init__(optimizer, last_epoch)

@@ -20,6 +20,7 @@ Every error names its field path, e.g. ``parameters.base_lr.min: expected a numb
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -28,7 +29,9 @@ from typing import Any
 
 import yaml
 
-from reidlib.config import load_config, resolve_key
+from reidlib.config import flat_keys, load_config, resolve_key
+from reidlib.config.checks import COMBINED_KEYS, check_combination, check_value
+from reidlib.config.overrides import coerce, did_you_mean
 from reidlib.data import check_dataset
 from reidlib.errors import ConfigError, DatasetError, SpecError, read_yaml
 
@@ -47,6 +50,13 @@ OUR_KEYS = {"config_file", "notebook", "count", "results_dir_base", "defaults", 
 # How many finished trials keep their checkpoint (the best by the spec's metric); ``all`` keeps every one.
 DEFAULT_KEEP_CHECKPOINTS = 3
 NUMERIC_FIELDS = ("min", "max", "mu", "sigma", "q", "a", "b")
+PARAMETER_KEYS = ("values", "value", "distribution", *NUMERIC_FIELDS, "probabilities", "parent", "parent_values")
+# Ranges whose values lie between min and max (normal, log_normal and beta have no ends to check;
+# W&B's schema refuses the log-space log_uniform, q_log_uniform and inv_log_uniform)
+VALUE_ENDS = {"uniform", "q_uniform", "log_uniform_values", "q_log_uniform_values", "inv_log_uniform_values"}
+# Combinations of a sweep's values checked against the rules between config keys, at most (every
+# value has been checked against its own key's rules already)
+MAX_COMBINATIONS = 10_000
 DEFAULT_METRIC = {"name": "val/mAP", "goal": "maximize"}
 DEFAULT_NOTEBOOK = "notebooks/train.ipynb"
 EVALUATION_NOTEBOOK = "notebooks/evaluate.ipynb"  # the notebook of a spec with ``from``
@@ -163,6 +173,9 @@ def _normalise_parameter(path: str, value: Any) -> dict:
             raise SpecError(f"{path}.parameters", "expected a mapping of at least one parameter")
         if "parent" in value or "parent_values" in value:
             raise SpecError(f"{path}.parent", "a group of nested parameters cannot have a parent: give it to its parameters")
+        if len(value) > 1:
+            other = next(k for k in value if k != "parameters")
+            raise SpecError(f"{path}.{other}", "a group of nested parameters holds only 'parameters'")
         return {"parameters": {k: _normalise_parameter(f"{path}.parameters.{k}", v) for k, v in nested.items()}}
     value = dict(value)
     if "values" in value:
@@ -170,6 +183,10 @@ def _normalise_parameter(path: str, value: Any) -> dict:
             raise SpecError(f"{path}.values", f"expected a non-empty list, got {value['values']!r}")
     elif "value" not in value and not ("min" in value and "max" in value) and "distribution" not in value:
         raise SpecError(path, "expected 'values', 'value', or 'min' and 'max' (with an optional 'distribution')")
+    for key in value:
+        if key not in PARAMETER_KEYS:  # else W&B's schema check below answers with a dump of the parameter
+            raise SpecError(f"{path}.{key}", "not a parameter key" + (did_you_mean(str(key), PARAMETER_KEYS)
+                                                                      or f"; expected one of {', '.join(PARAMETER_KEYS)}"))
     for key in NUMERIC_FIELDS:
         if key in value and not _is_number(value[key]):
             raise SpecError(f"{path}.{key}", f"expected a number, got {value[key]!r}")
@@ -424,34 +441,23 @@ def load_spec(path: str | Path, **amendments) -> Spec:
 
 
 def check_against_config(spec: Spec) -> None:
-    """Every parameter name must be an alias or a config key; every value of a discrete parameter,
-    and every per-sweep default, must fit the key's type. Raised before the first trial."""
+    """Refuse, before the first trial, a sweep with trials that can only fail: every parameter name
+    must be an alias or a config key; every value a trial can get (each of a discrete parameter's
+    values, a range's two ends) must fit its key's type and rules; every combination of the values
+    that rules between keys read must pass them (``reidlib.config.checks``); the per-sweep defaults
+    must load and the dataset's folders exist."""
     try:
-        cfg = load_config(spec.config_file, None)
-        _check_one_name_per_key(spec)
-        for path, name, value in leaves(spec.search_config["parameters"]):
-            choices = value.get("values", [value["value"]] if "value" in value else [])
-            if name == "overrides":  # each value is a set of dotted keys (e.g. the ablation's tricks)
-                for i, v in enumerate(choices):
-                    try:
-                        load_config(spec.config_file, v if isinstance(v, dict) else {"overrides": v})
-                    except ConfigError as err:
-                        raise SpecError(f"{path}.values[{i}].{err.field}", err.message) from None
-                continue
-            try:
-                key = resolve_key(cfg, name)
-            except ConfigError as err:
-                raise SpecError(path, err.message) from None
-            if key in DRIVER_KEYS:
-                raise SpecError(path, DRIVER_KEYS[key])
-            for v in choices:
-                try:
-                    load_config(spec.config_file, {key: v})
-                except ConfigError as err:
-                    raise SpecError(path, err.message) from None
-        check_dataset(load_config(spec.config_file, flatten_parameters(spec.defaults)))
+        base = load_config(spec.config_file, flatten_parameters(spec.defaults))
     except ConfigError as err:
         raise SpecError(err.field, err.message) from None
+    _check_one_name_per_key(spec)
+    base_values = dict(flat_keys(base))
+    grid = spec.search_config["method"] == "grid"
+    options = {keys: _parameter_options(path, ".".join(keys), parameter, base, base_values, grid)
+               for path, keys, parameter in leaf_items(spec.search_config["parameters"])}
+    _check_combinations(spec, options, base_values)
+    try:
+        check_dataset(base)
     except DatasetError as err:
         raise SpecError(err.field, f"{err.message}; every trial would fail on it") from None
 
@@ -467,6 +473,81 @@ def _check_one_name_per_key(spec: Spec) -> None:
         first = seen.setdefault(key, (path, name))
         if first[1] != name:
             raise SpecError(path, f"{key} is also given as {first[0]}; keep one of the two names")
+
+
+def _values_to_check(parameter: dict, grid: bool) -> list:
+    """The values of a parameter that, checked, stand for all it can take: a discrete parameter's
+    every value (an int_uniform range's, in a grid), else a range's two ends."""
+    dist = parameter.get("distribution")
+    if dist == "int_uniform" and not (grid and parameter["max"] - parameter["min"] < MAX_COMBINATIONS):
+        return [parameter["min"], parameter["max"]]
+    values = discrete_values(parameter)
+    if values is not None:
+        return values
+    return [parameter["min"], parameter["max"]] if dist in VALUE_ENDS else []
+
+
+def _parameter_options(path: str, name: str, parameter: dict, base, base_values: dict, grid: bool) -> list[tuple]:
+    """``(value, {dotted key: typed value})`` for each value of ``_values_to_check``, each checked
+    against its key's type and rules."""
+    options = []
+    for i, value in enumerate(_values_to_check(parameter, grid)):
+        if name == "overrides":  # each value is a set of dotted keys (e.g. the ablation's tricks)
+            if not isinstance(value, dict) and value is not None:
+                raise SpecError(f"{path}.values[{i}]", f"expected a mapping of config keys to values, got {value!r}")
+            at = f"{path}.values[{i}]."
+            items = (value or {}).items()
+        else:
+            at, items = "", [(name, value)]
+        typed = {}
+        for item_name, item in items:
+            try:
+                key = resolve_key(base, str(item_name))
+            except ConfigError as err:
+                raise SpecError(f"{at}{item_name}" if at else path, err.message) from None
+            if key in DRIVER_KEYS:
+                raise SpecError(f"{at}{item_name}" if at else path, DRIVER_KEYS[key])
+            try:
+                typed[key] = coerce(key, item, base_values[key])
+                check_value(key, typed[key])
+            except ConfigError as err:
+                raise SpecError(f"{at}{err.field}", err.message) if at else _spec_error(path, err) from None
+        options.append((value, typed))
+    return options
+
+
+def _spec_error(path: str, err: ConfigError, where: str = "") -> SpecError:
+    """``err`` at a parameter's field path, naming its config key where the path does not."""
+    key = err.field.partition("[")[0]
+    message = err.message if path.replace(".parameters.", ".").endswith(key) else f"{err.field}: {err.message}"
+    return SpecError(path, message + where)
+
+
+def _check_combinations(spec: Spec, options: dict, base_values: dict) -> None:
+    """Each combination of the parameters that set a key of ``COMBINED_KEYS`` (with their parents:
+    they decide whether a conditional one is present), over the defaults, against ``check_combination``."""
+    parents = {condition.child: condition.parent for condition in spec.conditions}
+    chosen = {keys for keys, opts in options.items() if any(typed.keys() & set(COMBINED_KEYS) for _, typed in opts)}
+    for keys in list(chosen):
+        while keys in parents:
+            keys = parents[keys]
+            chosen.add(keys)
+    chosen = [keys for keys in options if keys in chosen]  # in the spec's order
+    paths = {keys: path for path, keys, _ in leaf_items(spec.search_config["parameters"])}
+    for point in itertools.islice(itertools.product(*(options[keys] for keys in chosen)), MAX_COMBINATIONS):
+        flat = {keys: option for keys, option in zip(chosen, point)}
+        for condition in spec.conditions:  # parents first, so an absent parent's children go too
+            if condition.child in flat and not is_active(condition, {k: v for k, (v, _) in flat.items()}):
+                del flat[condition.child]
+        values = dict(base_values)
+        for _, typed in flat.values():
+            values.update(typed)
+        try:
+            check_combination(values)
+        except ConfigError as err:
+            setting = [keys for keys, (_, typed) in flat.items() if err.field in typed]
+            trial = ", ".join(f"{'.'.join(keys)}={value!r}" for keys, (value, _) in flat.items())
+            raise _spec_error(paths[setting[0]] if setting else "parameters", err, f" (in the trial {trial})") from None
 
 
 def flatten_parameters(config: dict, prefix: str = "") -> dict[str, Any]:
