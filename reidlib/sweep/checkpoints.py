@@ -17,10 +17,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from reidlib.sweep.bridge import flat_summary
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, STOPPED, Trial
 from reidlib.sweep.spec import Spec
 from reidlib.trial import CHECKPOINT_FILE
+from reidlib.wandb_run import flat_summary
 
 log = logging.getLogger(__name__)
 
