@@ -13,7 +13,7 @@ Both sides import this module and nothing else of each other.
   epoch and ends with status ``stopped_early``.
 - **States**: ``TrialStatus`` is how a trial says it ended (its summary's ``status``); ``TrialState``, derived
   from it, is its state in a sweep: the ledger's, the analysis's, and each W&B run's (``state``, exit code).
-- **Best**: ``best``/``best_row``/``best_value`` pick the best of a history or of a sweep's runs for any
+- **Best**: ``ranked``/``best``/``best_row``/``best_value`` pick the best of a history or of a sweep's runs for any
   metric and goal; a summary holds the best value of each ``val/*`` metric and of the sweep's metric.
 """
 from __future__ import annotations
@@ -115,14 +115,17 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def best(items: Iterable[T], value_of: Callable[[T], Any], goal: str = MAXIMIZE) -> T | None:
-    """The item whose value is best for ``goal`` ('maximize' or 'minimize'), the first of equals; items
-    without a finite number are passed over; None when no item has one. The one place "best" is decided:
-    the best epoch of a history, the best run of a sweep."""
+def ranked(items: Iterable[T], value_of: Callable[[T], Any], goal: str = MAXIMIZE) -> list[T]:
+    """The items best first for ``goal`` ('maximize' or 'minimize'), equals in their order; items without
+    a finite number are left out. The one place "best" is decided: the best epoch of a history, the
+    best run of a sweep, the runs whose checkpoints a sweep keeps."""
     scored = [item for item in items if _number(value_of(item))]
-    if not scored:
-        return None
-    return (max if goal == MAXIMIZE else min)(scored, key=value_of)
+    return sorted(scored, key=value_of, reverse=goal == MAXIMIZE)  # stable either way
+
+
+def best(items: Iterable[T], value_of: Callable[[T], Any], goal: str = MAXIMIZE) -> T | None:
+    """The first of ``ranked``; None when no item has a value."""
+    return next(iter(ranked(items, value_of, goal)), None)
 
 
 def best_row(history: Iterable[Mapping[str, Any]], metric: str = DEFAULT_METRIC["name"],
