@@ -22,9 +22,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 from reidlib.config import ALIASES, load_config
 from reidlib.config.overrides import did_you_mean
@@ -74,7 +75,7 @@ class TrialState(StrEnum):
     CRASHED = "crashed"  # its kernel or its driver died: it runs again
 
     @classmethod
-    def of(cls, status: str | None, errored: bool = False) -> "TrialState":
+    def of(cls, status: str | None, errored: bool = False) -> TrialState:
         """The state of an ended trial from its own account (its summary's ``status``) and whether
         a notebook cell failed."""
         if not errored and status == TrialStatus.FINISHED:
@@ -84,7 +85,7 @@ class TrialState(StrEnum):
         return cls.FAILED
 
     @classmethod
-    def of_wandb_run(cls, wandb_state: str) -> "TrialState | str":
+    def of_wandb_run(cls, wandb_state: str) -> TrialState | str:
         """A W&B run's state as ours (an unknown one as it is): 'killed' was stopped from outside (the
         server's stop, a user), 'preempted' lost its machine, which a resume runs again."""
         wandb_state = wandb_state.lower()
@@ -359,7 +360,12 @@ class WandbRecorder:
 
     def __init__(self, cfg, max_epochs: int | None = None):
         from reidlib.config import flat_keys
-        from reidlib.wandb_run import RunWriter, start_run, wandb_destination, wandb_mode
+        from reidlib.wandb_run import (
+            RunWriter,
+            start_run,
+            wandb_destination,
+            wandb_mode,
+        )
 
         w = cfg.WANDB
         destination = wandb_destination({}, w.PROJECT or None, w.ENTITY or None)

@@ -14,8 +14,9 @@ import logging
 import math
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from reidlib import trial as contract
 from reidlib.config import DEFAULT_WANDB_PROJECT
@@ -141,7 +142,7 @@ class RunWriter:
             return
         try:
             action(self.run)
-        except Exception as err:  # W&B trouble never costs a trial
+        except Exception as err:  # noqa: BLE001 - W&B trouble never costs a trial
             run, self.run = self.run, None
             try:
                 run.finish(exit_code=1)  # free what wandb holds for it; its file is partial anyway

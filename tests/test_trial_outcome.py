@@ -10,15 +10,22 @@ from types import SimpleNamespace
 import pytest
 import wandb
 import yaml
-
 from fake_trial import write_fake_trial
+from wandb_offline import read_run
+
 from reidlib import trial as contract
 from reidlib.analysis import leaderboard, open_local_sweep
 from reidlib.sweep import run_sweep
 from reidlib.sweep.bridge import TrialBridge, WandbOutage
 from reidlib.sweep.ledger import Ledger
-from reidlib.trial import TrialState, TrialStatus, best_row, build_config, callbacks, make_summary
-from wandb_offline import read_run
+from reidlib.trial import (
+    TrialState,
+    TrialStatus,
+    best_row,
+    build_config,
+    callbacks,
+    make_summary,
+)
 
 
 class FakeRun:
@@ -65,7 +72,7 @@ def epoch_row(epoch: int, mAP: float, loss: float) -> dict:
 def train_result(history: list[dict], status: str = TrialStatus.FINISHED) -> SimpleNamespace:
     """A ``TrainResult`` without training (what ``make_summary`` reads)."""
     return SimpleNamespace(status=status, history=history, epochs_run=len(history), wall_time_s=1.0, peak_mem_mb=0.0,
-                           checkpoint=None, error=None, initial={}, test={"test/mAP": 0.3}, val_ids=2, cmc=[0.5])
+                           checkpoint=None, error=None, untrained={}, test={"test/mAP": 0.3}, val_ids=2, cmc=[0.5])
 
 
 # --- one state vocabulary ----------------------------------------------------------------------
