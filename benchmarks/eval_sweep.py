@@ -99,13 +99,14 @@ def fill_feature_cache(cfg, dataset, size: str) -> None:
 def timed_trial(cfg, repeats: int) -> tuple[float, dict]:
     """Median seconds of ``evaluate_checkpoint(cfg)`` over ``repeats`` calls, and its test metrics."""
     from reidlib.engine.evaluate_trial import evaluate_checkpoint
+    from reidlib.trial import TrialStatus
 
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
         result = evaluate_checkpoint(cfg)
         seconds.append(time.perf_counter() - start)
-        assert result.status == "finished", result.error
+        assert result.status == TrialStatus.FINISHED, result.error
     return statistics.median(seconds), result.test
 
 

@@ -41,6 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from reidlib.data.image_cache import CACHE_ENV  # noqa: E402
+from reidlib.trial import TrialState  # noqa: E402
 
 WANDB_MODE = "offline"
 CONFIG = REPO / "configs" / "synthetic.yml"
@@ -103,7 +104,7 @@ def measure(trials: list, start: float, wall: float, reference_best: float | Non
     best = max(bests) if bests else float("nan")
     own = until_within(trials, start, best - WITHIN)
     ref = until_within(trials, start, (reference_best if reference_best is not None else best) - WITHIN)
-    return {"trials": len(trials), "stopped": sum(t.state == "stopped" for t in trials),
+    return {"trials": len(trials), "stopped": sum(t.state == TrialState.STOPPED for t in trials),
             "epochs": sum(len(epochs(t)) for t in trials), "wall": wall, "best": best,
             "own_epochs": own[0], "own_s": own[1], "ref_epochs": ref[0], "ref_s": ref[1]}
 
@@ -160,7 +161,7 @@ def main() -> None:
     print("| measure | hyperband | full budget | ratio (hyperband / full) |")
     print("|---|---|---|---|")
     print(f"| trials (stopped early) | {hb['trials']} ({hb['stopped']}) | {full['trials']} ({full['stopped']}) | |")
-    late = sum(t.name in hb_asked and t.state != "stopped" for t in hb_trials)
+    late = sum(t.name in hb_asked and t.state != TrialState.STOPPED for t in hb_trials)
     print(f"| hyperband stop requests (came during the trial's last epoch: nothing cut) | {len(hb_asked)} ({late}) "
           f"| 0 | |")
     print(f"| epochs trained | {hb['epochs']} | {full['epochs']} | {ratio(hb['epochs'], full['epochs'])} |")
@@ -180,13 +181,13 @@ def main() -> None:
     print("|---|---|---|---|---|")
     for i, trial in enumerate(hb_trials, 1):
         twin = by_point.get(point(trial))
-        mark = " (stopped)" if trial.state == "stopped" else "" if trial.state == "finished" else f" ({trial.state})"
-        if trial.name in hb_asked and trial.state != "stopped":
+        mark = " (stopped)" if trial.state == TrialState.STOPPED else "" if trial.state == TrialState.FINISHED else f" ({trial.state})"
+        if trial.name in hb_asked and trial.state != TrialState.STOPPED:
             mark += " (stop asked during its last epoch)"
         full_cell = f"{fmt(best_of(twin), '.4f')} ({len(epochs(twin))}, {seconds(twin)})" if twin else ""
         print(f"| {i} | {trial.params['base_lr']:g} | {trial.params['weight_decay']:g} | "
               f"{fmt(best_of(trial), '.4f')} ({len(epochs(trial))}, {seconds(trial)}){mark} | {full_cell} |")
-    stopped_best = hb_twin is not None and hb_twin.state == "stopped"
+    stopped_best = hb_twin is not None and hb_twin.state == TrialState.STOPPED
     print(f"\nthe full budget's best point (base_lr {full_best_point.params['base_lr']:g}, weight_decay "
           f"{full_best_point.params['weight_decay']:g}) was {'STOPPED' if stopped_best else 'not stopped'} by hyperband")
     print(f"same point, same epoch, hyperband vs full run: max |d {METRIC}| = "

@@ -11,6 +11,10 @@ Both sides import this module and nothing else of each other.
   (``TEST_KEYS``) is query/gallery, evaluated once at the end and found only in the ``summary``.
 - **Stop**: a file named ``STOP`` in the trial's output directory; the trial checks it after each
   epoch and ends with status ``stopped_early``.
+- **States**: ``TrialStatus`` is how a trial says it ended (its summary's ``status``); ``TrialState``, derived
+  from it, is its state in a sweep: the ledger's, the analysis's, and each W&B run's (``state``, exit code).
+- **Best**: ``ranked``/``best``/``best_row``/``best_value`` pick the best of a history or of a sweep's runs for any
+  metric and goal; a summary holds the best value of each ``val/*`` metric and of the sweep's metric.
 """
 from __future__ import annotations
 
@@ -18,8 +22,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable, Mapping
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, TypeVar
 
 from reidlib.config import ALIASES, load_config
 from reidlib.config.overrides import did_you_mean
@@ -42,6 +48,116 @@ SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
 # SOLVER.COMPILE's inductor and Triton kernels (torch reads the last two itself).
 UNTRAINED_CACHE_ENV = "REID_SWEEP_UNTRAINED_CACHE"
 COMPILE_CACHE_ENVS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
+MAXIMIZE = "maximize"  # a metric goal (the other is "minimize")
+DEFAULT_METRIC = {"name": "val/mAP", "goal": MAXIMIZE}  # what a sweep searches on unless its spec says
+
+
+# --- states -------------------------------------------------------------------------------------
+
+class TrialStatus(StrEnum):
+    """How a trial says it ended: its summary's ``status`` (``TrainResult.status``)."""
+
+    FINISHED = "finished"
+    STOPPED_EARLY = "stopped_early"  # it found the STOP file
+    DIVERGED = "diverged"  # a non-finite loss
+    OOM = "oom"  # out of GPU memory
+    FAILED = "failed"  # any other error
+
+
+class TrialState(StrEnum):
+    """A trial's state in a sweep, as Optuna's ``TrialState``: the ledger stores these values, the
+    analysis reads them, and each W&B run's summary ``state`` and exit code are derived from them."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    STOPPED = "stopped"  # ended early on the driver's request (hyperband, run cap, time limit, Ctrl-C)
+    FAILED = "failed"  # diverged, out of memory, an error, or its notebook's report cells failed
+    CRASHED = "crashed"  # its kernel or its driver died: it runs again
+
+    @classmethod
+    def of(cls, status: str | None, errored: bool = False) -> TrialState:
+        """The state of an ended trial from its own account (its summary's ``status``) and whether
+        a notebook cell failed."""
+        if not errored and status == TrialStatus.FINISHED:
+            return cls.FINISHED
+        if not errored and status == TrialStatus.STOPPED_EARLY:
+            return cls.STOPPED
+        return cls.FAILED
+
+    @classmethod
+    def of_wandb_run(cls, wandb_state: str) -> TrialState | str:
+        """A W&B run's state as ours (an unknown one as it is): 'killed' was stopped from outside (the
+        server's stop, a user), 'preempted' lost its machine, which a resume runs again."""
+        wandb_state = wandb_state.lower()
+        return _WANDB_RUN_STATES.get(wandb_state, wandb_state)
+
+    @property
+    def completed(self) -> bool:
+        """It ran as asked, to its end or to a stop: its metrics count for the search."""
+        return self in (TrialState.FINISHED, TrialState.STOPPED)
+
+    @property
+    def exit_code(self) -> int:
+        """Its W&B run's exit code: W&B shows 0 as 'finished', anything else as 'failed'."""
+        return 0 if self.completed else 1
+
+
+_WANDB_RUN_STATES = {"finished": TrialState.FINISHED, "running": TrialState.RUNNING, "pending": TrialState.RUNNING,
+                     "crashed": TrialState.CRASHED, "failed": TrialState.FAILED, "killed": TrialState.STOPPED,
+                     "preempting": TrialState.CRASHED, "preempted": TrialState.CRASHED}
+
+
+# --- best ---------------------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def ranked(items: Iterable[T], value_of: Callable[[T], Any], goal: str = MAXIMIZE) -> list[T]:
+    """The items best first for ``goal`` ('maximize' or 'minimize'), equals in their order; items without
+    a finite number are left out. The one place "best" is decided: the best epoch of a history, the
+    best run of a sweep, the runs whose checkpoints a sweep keeps."""
+    scored = [item for item in items if _number(value_of(item))]
+    return sorted(scored, key=value_of, reverse=goal == MAXIMIZE)  # stable either way
+
+
+def best(items: Iterable[T], value_of: Callable[[T], Any], goal: str = MAXIMIZE) -> T | None:
+    """The first of ``ranked``; None when no item has a value."""
+    return next(iter(ranked(items, value_of, goal)), None)
+
+
+def best_row(history: Iterable[Mapping[str, Any]], metric: str = DEFAULT_METRIC["name"],
+             goal: str = MAXIMIZE) -> Mapping[str, Any] | None:
+    """The epoch of ``history`` with the best value of ``metric``."""
+    return best(history, lambda row: row.get(metric), goal)
+
+
+def best_value(history: Iterable[Mapping[str, Any]], metric: str, goal: str = MAXIMIZE) -> float | None:
+    row = best_row(history, metric, goal)
+    return None if row is None else row[metric]
+
+
+def best_metrics(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
+    """Each ``val/*`` metric's best (maximum) value over the epochs."""
+    history = list(history)
+    values = {key: best_value(history, key) for key in VAL_KEYS}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def with_metric_best(summary: Mapping[str, Any] | None, history: Iterable[Mapping[str, Any]],
+                     metric: Mapping[str, str] = DEFAULT_METRIC) -> dict | None:
+    """``summary`` with ``best[<metric>]`` the best value of the sweep's ``metric`` (name and goal) over
+    ``history``, so every reader finds it at its name (``train/loss`` minimized included: the trial itself
+    only knows its ``val/*``); None stays None."""
+    if summary is None:
+        return None
+    value = best_value(history, metric["name"], metric.get("goal", MAXIMIZE))
+    if value is None:
+        return dict(summary)
+    return {**summary, "best": {**(summary.get("best") or {}), metric["name"]: value}}
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -178,17 +294,6 @@ def read_trial_notebook(path: str | Path) -> tuple[dict, list[dict], dict | None
     return dict(params), *epochs_and_summary(scraps_in(nb))
 
 
-def best_metrics(history: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """Each ``val/*`` metric's best (maximum) value over the epochs."""
-    best: dict[str, float] = {}
-    for row in history:
-        for key in VAL_KEYS:
-            value = row.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                best[key] = max(best.get(key, value), value)
-    return best
-
-
 # --- stop ---------------------------------------------------------------------------------------
 
 def request_stop(output_dir: str | Path, reason: str = "requested") -> None:
@@ -249,29 +354,36 @@ class ScrapRecorder:
 
 
 class WandbRecorder:
-    """A standalone trial's own W&B run (``WANDB.ENABLE``): one ``wandb.init`` in the kernel, one
-    ``log`` per epoch. The sweep driver forces ``WANDB.ENABLE`` off: there it owns the run."""
+    """A standalone trial's own W&B run (``WANDB.ENABLE``), written as the sweep driver writes its
+    trials' runs (``reidlib.wandb_run``): one run in the kernel, one ``log`` per epoch, the summary at
+    the end. The sweep driver forces ``WANDB.ENABLE`` off: there it owns the run."""
 
     def __init__(self, cfg, max_epochs: int | None = None):
-        import wandb
-
-        from reidlib.config import DEFAULT_WANDB_PROJECT, flat_keys
+        from reidlib.config import flat_keys
+        from reidlib.wandb_run import (
+            RunWriter,
+            start_run,
+            wandb_destination,
+            wandb_mode,
+        )
 
         w = cfg.WANDB
-        project = w.PROJECT or os.environ.get("WANDB_PROJECT") or DEFAULT_WANDB_PROJECT
-        self.run = wandb.init(project=project, entity=w.ENTITY or None,  # None: wandb reads WANDB_ENTITY
-                              name=w.NAME or None, tags=list(w.TAGS), config=dict(flat_keys(cfg)), reinit="create_new")
-        self.run.define_metric("*", step_metric="epoch")
+        destination = wandb_destination({}, w.PROJECT or None, w.ENTITY or None)
+        run = start_run(wandb_mode(), destination["project"], destination["entity"], name=w.NAME or None,
+                        tags=list(w.TAGS), config=dict(flat_keys(cfg)), quiet=False)
+        self.writer = RunWriter(run, "this trial")
         self.max_epochs = max_epochs or cfg.SOLVER.MAX_EPOCHS
 
+    @property
+    def run(self):
+        return self.writer.run
+
     def on_epoch_end(self, metrics: dict) -> bool:
-        self.run.log({k: v for k, v in _jsonable(metrics).items() if v is not None})
+        self.writer.log_epoch(metrics)
         return False
 
     def on_train_end(self, result) -> None:
-        summary = make_summary(result, self.max_epochs)
-        self.run.summary.update({**summary["best"], "status": summary["status"], "epochs_run": summary["epochs_run"]})
-        self.run.finish(exit_code=0 if result.status in ("finished", "stopped_early") else 1)
+        self.writer.finish(TrialState.of(result.status), make_summary(result, self.max_epochs))
 
 
 def callbacks(cfg, max_epochs: int | None = None) -> list:
@@ -282,7 +394,7 @@ def callbacks(cfg, max_epochs: int | None = None) -> list:
 
 def make_summary(result, max_epochs: int) -> dict:
     evaluated = [row for row in result.history if "val/mAP" in row]
-    best_row = max(evaluated, key=lambda row: row["val/mAP"], default=None)
+    best_epoch = best_row(evaluated)
     return {
         "status": result.status,
         "epochs_run": result.epochs_run,
@@ -291,7 +403,7 @@ def make_summary(result, max_epochs: int) -> dict:
         "peak_mem_mb": result.peak_mem_mb,
         "checkpoint": result.checkpoint,
         "error": result.error,
-        "best_epoch": best_row["epoch"] if best_row else None,
+        "best_epoch": best_epoch["epoch"] if best_epoch else None,
         "best": best_metrics(result.history),
         "untrained": result.untrained,
         "test": result.test,

@@ -12,8 +12,8 @@ import pytest
 
 from conftest import REPO
 from reidlib import analysis, report
-from reidlib.sweep.bridge import flat_summary
 from reidlib.sweep.ledger import FINISHED, Ledger
+from reidlib.wandb_run import flat_summary
 
 SPEC = {"method": "random", "metric": {"name": "val/mAP", "goal": "maximize"},
         "parameters": {"base_lr": {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1},

@@ -10,7 +10,8 @@ Tables keep metrics as fractions, as stored; ``show(table)`` is how a notebook s
 rank-k in %, paths as links).
 
 Which value is a run's ``summary['val/mAP']``: the best over its evaluated epochs, as W&B keeps it
-with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``). ``val/*`` is
+with ``define_metric(summary="max")`` (the last epoch's is ``summary['last/val/mAP']``); the sweep's
+metric, whatever it is (``train/loss`` minimized too), is its best for the sweep's goal. ``val/*`` is
 the validation split (held-out training identities); ``summary['test/mAP']`` is query/gallery, once,
 with the final weights: shown beside, never ranked on. Only finished runs can be the best run:
 stopped-early and failed ones never win. A trial the ledger
@@ -20,19 +21,20 @@ heartbeat stopped); the next driver to open the sweep records it so.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
 
+from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.report import FONT, curve, epoch_axis, finish_figure, is_rate, label_axes, new_figure, percent, percent_axis
 from reidlib.report import show as show  # the notebook's analysis.show(table)
-from reidlib.sweep.bridge import flat_summary
 from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease
 from reidlib.sweep.ledger import CRASHED, FINISHED, RUNNING, STOPPED, Ledger, Trial
 from reidlib.sweep.spec import leaves
+from reidlib.wandb_run import flat_summary
 
 TEST_METRIC = "test/mAP"
 SELECTED_ON_TEST = ("selected on the test set: no training identities were held out (DATASETS.VAL_IDS 0), so val/* "
@@ -43,6 +45,7 @@ SELECTED_ON_TEST = ("selected on the test set: no training identities were held 
 class LocalRun:
     trial: Trial
     sweep_id: str
+    metric: dict = field(default_factory=lambda: dict(contract.DEFAULT_METRIC))  # the sweep's: its best is in the summary
 
     @property
     def name(self) -> str:
@@ -62,7 +65,9 @@ class LocalRun:
 
     @property
     def summary(self) -> dict:
-        return {**flat_summary(self.trial.summary), "state": self.trial.state}
+        # the sweep's metric's best recomputed: a ledger from before summaries held it reads the same
+        summary = contract.with_metric_best(self.trial.summary, self.trial.history, self.metric)
+        return {**flat_summary(summary), "state": self.trial.state}
 
     @property
     def exit_reason(self) -> str | None:
@@ -95,8 +100,8 @@ class SweepReader:
 
     @property
     def metric(self) -> tuple[str, str]:
-        metric = self.config.get("metric") or {"name": "val/mAP", "goal": "maximize"}
-        return metric["name"], metric.get("goal", "maximize")
+        metric = self.config.get("metric") or contract.DEFAULT_METRIC
+        return metric["name"], metric.get("goal", contract.MAXIMIZE)
 
     def best_run(self, order: str | None = None):
         """The finished run with the best metric; ``order`` as in wandb.Api (``"-summary_metrics.val/mAP"``
@@ -106,11 +111,7 @@ class SweepReader:
         else:
             goal = "minimize" if order.startswith("+") else "maximize"
             name = order.lstrip("+-").removeprefix("summary_metrics.")
-        ranked = [r for r in self.runs if r.state == FINISHED and isinstance(r.summary.get(name), (int, float))]
-        if not ranked:
-            return None
-        pick = max if goal == "maximize" else min
-        return pick(ranked, key=lambda r: r.summary[name])
+        return contract.best([r for r in self.runs if r.state == FINISHED], lambda r: r.summary.get(name), goal)
 
 
 class LocalSweep(SweepReader):
@@ -126,8 +127,9 @@ class LocalSweep(SweepReader):
                 trials = ledger.trials(with_history=True)
         finally:
             ledger.close()
+        metric = self.config.get("metric") or contract.DEFAULT_METRIC
         self.runs = [LocalRun(replace(t, state=CRASHED, exit_reason=DRIVER_GONE)
-                              if t.name in orphans and t.state == RUNNING else t, self.id) for t in trials]
+                              if t.name in orphans and t.state == RUNNING else t, self.id, metric) for t in trials]
 
 
 def open_local_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:
@@ -371,9 +373,9 @@ def cost_table(sweep: SweepReader) -> pd.DataFrame:
         s, hist = run.summary, run.history()
         seconds = s.get("wall_time_s")
         to_best = None
-        if name in hist and hist[name].notna().any():
-            best_epoch = hist[name].idxmax() if goal == "maximize" else hist[name].idxmin()
-            to_best = float(hist["time/epoch_s"].loc[:best_epoch].sum())
+        best_epoch = contract.best_row(hist.to_dict("records"), name, goal)
+        if best_epoch is not None:
+            to_best = float(hist.loc[hist["epoch"] <= best_epoch["epoch"], "time/epoch_s"].sum())
         rows.append({"trial": run.name, "state": run.state, "device": "GPU" if s.get("peak_mem_mb") else "CPU",
                      "peak_mem_mb": s.get("peak_mem_mb") or None,  # a CPU has no peak (older trials wrote 0.0)
                      "device_s": round(seconds, 1) if seconds else None, "epochs_run": s.get("epochs_run"),
@@ -433,8 +435,8 @@ def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
     if len(scored) >= 3:
         tau = scored["val"].astype(float).corr(scored["test"].astype(float), method="kendall")
         rows[f"Kendall's tau, {name} vs {TEST_METRIC} ({len(scored)} finished runs)"] = round(float(tau), 3)
-    if len(scored):
-        pick = scored.loc[scored["test"].astype(float).idxmax()]
+    pick = contract.best(scored.to_dict("records"), lambda row: row["test"])
+    if pick is not None:
         rows["chosen on the test set instead"] = f"{pick['trial']} ({TEST_METRIC} {percent(pick['test'])})"
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
@@ -474,7 +476,7 @@ def overview(sweep: SweepReader) -> str:
         test = best.summary.get(TEST_METRIC)
         return f"{text}\nbest run: {best.name}, {name} {percent(best.summary[name])}" + \
             (f" ({TEST_METRIC} {percent(test)})" if test is not None else "")
-    if states.get("running"):
+    if states.get(RUNNING):
         return f"{text}\nno trial has finished yet: the sweep is still running"
     reasons = Counter(r.exit_reason or r.state for r in sweep.runs)
     listed = "; ".join(f"{n}x {reason}" for reason, n in reasons.most_common(3))

@@ -59,7 +59,7 @@ def export_best(sweep: LocalSweep) -> dict[str, Path] | None:
     write_atomic(paths["summary"], json.dumps({
         "sweep": sweep.id, "metric": {"name": name, "goal": goal}, "selection": selection, "best_trial": best.name,
         "parameters": best.config,
-        "metrics": {k: v for k, v in best.summary.items() if k.startswith(("val/", "last/", "test/"))},
+        "metrics": {k: v for k, v in best.summary.items() if k.startswith(("val/", "last/", "test/")) or k == name},
         "final": final, "summary": best.trial.summary, "notebook": str(best.notebook_path),
         "checkpoint": str(best.checkpoint or ""), "config_file": str(paths["config"]),
     }, indent=2, default=str))

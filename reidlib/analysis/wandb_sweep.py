@@ -18,12 +18,7 @@ import pandas as pd
 
 from reidlib.analysis import SweepReader
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED
-
-# W&B run states -> ours. 'killed': stopped from outside (the server's stop, a user) like our
-# 'stopped'; 'preempted': the machine went away, which a resume runs again, like our 'crashed'.
-WANDB_STATES = {"finished": FINISHED, "running": RUNNING, "pending": RUNNING, "crashed": CRASHED,
-                "failed": FAILED, "killed": STOPPED, "preempting": CRASHED, "preempted": CRASHED}
+from reidlib.trial import TrialState
 
 
 class WandbRun:
@@ -43,7 +38,7 @@ class WandbRun:
     @property
     def state(self) -> str:
         recorded = self._run.summary.get("state")
-        return recorded or WANDB_STATES.get(self._run.state.lower(), self._run.state.lower())
+        return recorded or TrialState.of_wandb_run(self._run.state)
 
     @property
     def config(self) -> dict:
@@ -60,7 +55,7 @@ class WandbRun:
 
     @property
     def exit_reason(self) -> str | None:
-        if self.state in (FINISHED, RUNNING):
+        if self.state in (TrialState.FINISHED, TrialState.RUNNING):
             return None
         summary = self._run.summary
         return summary.get("error") or summary.get("status") or f"W&B state {self._run.state}"

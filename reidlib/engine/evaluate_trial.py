@@ -28,9 +28,10 @@ from reidlib.data import make_dataset
 from reidlib.data.build import TEST, VAL, make_evaluation_loader
 from reidlib.devices import resolve_device
 from reidlib.engine.inference import extract_features
-from reidlib.engine.trainer import FAILED, FINISHED, OOM, STOPPED_EARLY, TrainResult, _peak_mem_mb
+from reidlib.engine.trainer import TrainResult, _peak_mem_mb
 from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features, rerank_options
+from reidlib.trial import TrialStatus
 
 FEATURE_KEYS = ("INPUT.SIZE_TEST", "INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD", "MODEL.NAME", "MODEL.LAST_STRIDE",
                 "MODEL.NECK", "MODEL.STEM_RELU", "TEST.NECK_FEAT")  # the config keys that change a feature
@@ -114,12 +115,12 @@ def evaluate_checkpoint(cfg, callbacks=()) -> TrainResult:
     cache = FeatureCache(cfg)
     dataset = make_dataset(cfg)  # lists the files and rebuilds the trained run's validation split
     held_out = bool(dataset.val_query)
-    result = TrainResult(status=FINISHED, checkpoint=str(cache.checkpoint),
+    result = TrainResult(status=TrialStatus.FINISHED, checkpoint=str(cache.checkpoint),
                          val_ids=len({pid for _, pid, _ in dataset.val_query}))
     start = time.perf_counter()
     try:
         if contract.stop_requested(cfg.OUTPUT_DIR):
-            result.status = STOPPED_EARLY
+            result.status = TrialStatus.STOPPED_EARLY
         else:
             val_pair = (dataset.val_query, dataset.val_gallery) if held_out else (dataset.query, dataset.gallery)
             val, cmc = evaluate_split(cfg, cache, *val_pair, VAL)
@@ -133,10 +134,10 @@ def evaluate_checkpoint(cfg, callbacks=()) -> TrainResult:
             else:  # val/* already is query/gallery (as a training trial without a split)
                 result.test = {f"{TEST}/{k.split('/', 1)[1]}": v for k, v in val.items()}
     except torch.cuda.OutOfMemoryError as err:
-        result.status, result.error = OOM, str(err).splitlines()[0]
+        result.status, result.error = TrialStatus.OOM, str(err).splitlines()[0]
         raise
     except BaseException as err:
-        result.status, result.error = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        result.status, result.error = TrialStatus.FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise
     finally:
         result.wall_time_s = time.perf_counter() - start

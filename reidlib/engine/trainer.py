@@ -33,11 +33,10 @@ from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features, rerank_options
 from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
-from reidlib.trial import CHECKPOINT_FILE, UNTRAINED_CACHE_ENV
+from reidlib.trial import CHECKPOINT_FILE, UNTRAINED_CACHE_ENV, TrialStatus
 
 log = logging.getLogger(__name__)
 
-FINISHED, STOPPED_EARLY, DIVERGED, OOM, FAILED = "finished", "stopped_early", "diverged", "oom", "failed"
 AMP_DTYPES = {"no": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # SOLVER.AMP; CUDA only
 
 
@@ -51,7 +50,7 @@ class Callback(Protocol):
 
 @dataclass
 class TrainResult:
-    status: str
+    status: TrialStatus
     history: list[dict] = field(default_factory=list)
     wall_time_s: float = 0.0
     peak_mem_mb: float | None = None  # CUDA's peak allocation; None on a CPU, which has no such figure
@@ -100,7 +99,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
     scheduler = make_scheduler(cfg, optimizer)
     checkpoint = Path(cfg.OUTPUT_DIR) / CHECKPOINT_FILE if cfg.OUTPUT_DIR else None
     first_epoch = load_checkpoint(resume, model, optimizer, scheduler, device, loss_fn, center_optimizer) + 1 if resume else 1
-    result = TrainResult(status=FINISHED, val_ids=len({pid for _, pid, _ in loaders.dataset.val_query}))
+    result = TrainResult(status=TrialStatus.FINISHED, val_ids=len({pid for _, pid, _ in loaders.dataset.val_query}))
     start = time.perf_counter()
     max_epochs = cfg.SOLVER.MAX_EPOCHS
     try:
@@ -119,7 +118,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
                 scores, feats = scores.float(), feats.float()  # the losses (distances, softmax) in float32
                 loss = loss_fn(scores, feats, pids)
                 if not torch.isfinite(loss):  # waits for the GPU, costing a launch's latency once it is busy
-                    result.status = DIVERGED
+                    result.status = TrialStatus.DIVERGED
                     break
                 optimizer.zero_grad(set_to_none=True)
                 if center_optimizer:
@@ -139,7 +138,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
                        "train/loss": loss_sum / seen if seen else float("nan"),
                        "train/acc": correct / seen if seen else 0.0,
                        "train/lr": lr}
-            if result.status == DIVERGED:
+            if result.status == TrialStatus.DIVERGED:
                 metrics["train/loss"] = float("nan")
             elif epoch % cfg.SOLVER.EVAL_PERIOD == 0 or epoch == max_epochs:
                 val, cmc = evaluate(cfg, model, loaders, device, VAL)
@@ -149,21 +148,21 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             metrics["gpu/peak_mem_mb"] = _peak_mem_mb(device)
             result.history.append(metrics)
             stop = [cb.on_epoch_end(metrics) for cb in callbacks]
-            if result.status == DIVERGED:
+            if result.status == TrialStatus.DIVERGED:
                 break
             if checkpoint and (epoch % cfg.SOLVER.CHECKPOINT_PERIOD == 0 or epoch == max_epochs or any(stop)):
                 save_checkpoint(checkpoint, model, optimizer, scheduler, epoch, loss_fn, center_optimizer)
                 result.checkpoint = str(checkpoint)
             if any(stop) and epoch < max_epochs:  # a stop at the last epoch cuts nothing short
-                result.status = STOPPED_EARLY
+                result.status = TrialStatus.STOPPED_EARLY
                 break
-        if result.status != DIVERGED and result.history:
+        if result.status != TrialStatus.DIVERGED and result.history:
             result.test = evaluate_test(cfg, model, loaders, device, result.history[-1])
     except torch.cuda.OutOfMemoryError as err:
-        result.status, result.error = OOM, str(err).splitlines()[0]
+        result.status, result.error = TrialStatus.OOM, str(err).splitlines()[0]
         raise
     except BaseException as err:  # recorded in the summary, then the notebook shows the traceback
-        result.status, result.error = FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        result.status, result.error = TrialStatus.FAILED, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         raise
     finally:
         result.wall_time_s = time.perf_counter() - start

@@ -1,68 +1,26 @@
 """The bridge: scraps from a running trial go to the ledger and to the trial's wandb run.
 
 The driver owns every wandb run (the trial notebook never calls ``wandb.init`` when driven): one
-run per trial, grouped by sweep, offline unless a key or server is configured. A W&B failure never
-fails a trial: it is one warning, W&B is off for the rest of the sweep, and the ledger still holds
-everything: ``write_missing_runs`` (``reid-sweep sync``) writes the runs W&B missed from it.
+run per trial, grouped by sweep, offline unless a key or server is configured, written by the one
+W&B writer (``reidlib.wandb_run``). A W&B failure never fails a trial: it is one warning, W&B is off
+for the rest of the sweep, and the ledger still holds everything: ``write_missing_runs``
+(``reid-sweep sync``) writes the runs W&B missed from it.
 """
 from __future__ import annotations
 
+import functools
 import logging
-import math
-import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any, Callable
 
 from reidlib import trial as contract
-from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.errors import ReidSweepError, SweepStateError
-from reidlib.sweep.ledger import RUNNING, Ledger, Trial
+from reidlib.sweep.ledger import Ledger, Trial
+from reidlib.trial import TrialState
+from reidlib.wandb_run import RunWriter, start_run, wandb_destination
 
 log = logging.getLogger(__name__)
-
-
-def wandb_mode(requested: str | None = None) -> str:
-    """'offline' unless asked otherwise or a key/server is configured (``WANDB_MODE`` respected)."""
-    if requested:
-        return requested
-    if os.environ.get("WANDB_MODE"):
-        return os.environ["WANDB_MODE"]
-    return "online" if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_BASE_URL") else "offline"
-
-
-def wandb_destination(spec_config: dict, project: str | None = None, entity: str | None = None,
-                      recorded: dict | None = None) -> dict:
-    """The W&B project and entity of a sweep's runs. Given ones win. Then the destination its ledger
-    recorded, whole; for a new sweep, as the ``wandb sweep`` CLI reads them: ``WANDB_PROJECT``/
-    ``WANDB_ENTITY``, then the spec's ``project``/``entity``, then project 'reid-sweep' and wandb's
-    default entity."""
-    if recorded:
-        return {"project": project or recorded["project"], "entity": entity or recorded.get("entity")}
-    return {"project": project or os.environ.get("WANDB_PROJECT") or spec_config.get("project") or DEFAULT_WANDB_PROJECT,
-            "entity": entity or os.environ.get("WANDB_ENTITY") or spec_config.get("entity")}
-
-
-def _loggable(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-            and math.isfinite(v)}
-
-
-def flat_summary(summary: dict | None) -> dict:
-    """A trial's summary as W&B summary keys: ``val/mAP`` = best over epochs (what
-    ``define_metric(summary="max")`` would keep, written as a plain number so W&B's sweep engine and
-    ``best_run`` read it), ``last/val/mAP`` = the last evaluation, ``test/mAP`` = the test set's, once,
-    plus status and costs."""
-    if not summary:
-        return {}
-    flat = {k: v for k, v in summary.items() if k not in ("best", "last", "untrained", "initial", "test", "cmc") and v is not None}
-    flat.update(summary.get("best") or {})
-    flat.update(summary.get("test") or {})
-    flat.update({f"last/{k}": v for k, v in (summary.get("last") or {}).items()})
-    untrained = summary.get("untrained") or summary.get("initial") or {}  # "initial": its name in older ledgers
-    flat.update({f"untrained/{k}": v for k, v in untrained.items()})
-    return flat
 
 
 class WandbOutage:
@@ -88,7 +46,8 @@ class WandbOutage:
 
 class TrialBridge:
     """Receives one trial's scraps (``on_scrap``) and records them; ``on_epoch`` is called after each
-    epoch is recorded (the driver's hyperband check); ``close`` records the trial's end.
+    epoch is recorded (the driver's hyperband check); ``close`` records the trial's end, its summary
+    holding the best value of the sweep's ``metric`` (name and goal) over its epochs.
 
     Ledger writes keep their order: one the ledger refuses (locked past its timeout, disk full) is
     tried again before the next, and ``close`` raises if it still cannot be made, so a trial recorded
@@ -97,22 +56,27 @@ class TrialBridge:
     """
 
     def __init__(self, ledger: Ledger, trial: Trial, run, outage: WandbOutage,
-                 on_epoch: Callable[[dict], None] | None = None):
-        self.ledger, self.trial, self.run, self.outage, self.on_epoch = ledger, trial, run, outage, on_epoch
-        self.summary: dict | None = None
+                 on_epoch: Callable[[dict], None] | None = None, metric: dict = contract.DEFAULT_METRIC):
+        self.ledger, self.trial, self.outage, self.on_epoch, self.metric = ledger, trial, outage, on_epoch, metric
+        self.writer = RunWriter(run, trial.name, on_failure=self._wandb_failed)
+        self.history: list[dict] = []
         self._unwritten: list[Callable[[], None]] = []
 
+    @property
+    def summary(self) -> dict | None:
+        """The trial's summary once it has sent it, with the best value of the sweep's metric."""
+        return contract.with_metric_best(self.writer.summary, self.history, self.metric)
+
     def on_scrap(self, name: str, data: Any) -> None:
-        if name.startswith(contract.EPOCH_PREFIX):
+        epoch = name.startswith(contract.EPOCH_PREFIX)
+        if epoch:
+            self.history.append(data)
             self._record(lambda: self.ledger.add_epoch(self.trial.name, data))
-            self._wandb(lambda run: log_epoch(run, data))
-            if self.on_epoch:
-                self.on_epoch(data)
-        elif name == contract.SUMMARY:
-            self.summary = data
         elif name == contract.CONFIG:
             self._record(lambda: self.ledger.update_trial(self.trial.name, config=data))
-            self._wandb(lambda run: log_config(run, data))
+        self.writer.on_scrap(name, data)
+        if epoch and self.on_epoch:
+            self.on_epoch(data)
 
     def _record(self, write: Callable[[], None], last: bool = False) -> None:
         self._unwritten.append(write)
@@ -126,51 +90,17 @@ class TrialBridge:
             log.warning("%s: %s's latest result is not recorded yet (%s); its next one tries again",
                         err.field, self.trial.name, err.__cause__ or err)
 
-    def _wandb(self, action: Callable[[Any], None]) -> None:
-        if self.run is None:
-            return
-        try:
-            action(self.run)
-        except Exception as err:  # W&B trouble never costs a trial
-            self.outage.report(err, self.trial, self.ledger.path.parent)
-            run, self.run = self.run, None
-            try:
-                run.finish(exit_code=1)  # free what wandb holds for it; its file is partial anyway
-            except Exception:
-                log.debug("could not finish the failed wandb run of %s", self.trial.name, exc_info=True)
-            self._record(lambda: self.ledger.update_trial(self.trial.name, wandb_id=None))
+    def _wandb_failed(self, err: Exception) -> None:
+        self.outage.report(err, self.trial, self.ledger.path.parent)
+        self._record(lambda: self.ledger.update_trial(self.trial.name, wandb_id=None))
 
-    def close(self, state: str, reason: str | None, notebook: Path | None = None) -> None:
+    def close(self, state: TrialState, reason: str | None, notebook: Path | None = None) -> None:
         """Record the trial's end (raises if the ledger cannot take it), then finish its wandb run."""
+        summary = self.summary
         try:
-            self._record(lambda: self.ledger.end_trial(self.trial.name, state, self.summary, reason), last=True)
+            self._record(lambda: self.ledger.end_trial(self.trial.name, state, summary, reason), last=True)
         finally:
-            self._wandb(lambda run: finish_run(run, self.summary, state, notebook))
-
-
-def log_config(run, config: dict) -> None:
-    run.config.update(config, allow_val_change=True)
-
-
-def log_epoch(run, metrics: dict) -> None:
-    # No explicit step: each epoch commits at once (a buffered last step would later overwrite the
-    # summary); the x-axis is `epoch` through define_metric.
-    run.log(_loggable(metrics))
-
-
-def finish_run(run, summary: dict | None, state: str, notebook: Path | None) -> None:
-    # the notebook's path too: reidlib.analysis over wandb.Api shows where each report is
-    run.summary.update({**flat_summary(summary), "state": state, "notebook": str(notebook or "")})
-    if notebook is not None and notebook.is_file():  # files in run.dir are uploaded (or synced) at finish
-        shutil.copy2(notebook, Path(run.dir) / notebook.name)
-    run.finish(exit_code=0 if state in ("finished", "stopped") else 1)
-
-
-def configure_run(run):
-    """Plot every metric against ``epoch``."""
-    run.define_metric("epoch")
-    run.define_metric("*", step_metric="epoch")
-    return run
+            self.writer.finish(state, summary, notebook)
 
 
 SEED_KEY = "sweep_seed"  # in each run's config: the search's seed (``seed`` is the trial's training seed)
@@ -198,14 +128,13 @@ def init_run(mode: str, project: str, entity: str | None, sweep_id: str, name: s
              job_type: str = "trial"):
     """The wandb run ``name`` of a sweep: in the sweep's group, tagged with its id (and ``job_type``
     when that is not 'trial': the final run is tagged 'final')."""
-    import wandb
-
     tags = [sweep_id] if job_type == "trial" else [sweep_id, job_type]
-    run = wandb.init(project=project, entity=entity, group=sweep_id, job_type=job_type, name=name,
-                     id=f"{sweep_id}-{name}", config=config, dir=str(directory), mode=mode,
-                     tags=tags, reinit="create_new",
-                     settings=wandb.Settings(silent=True, console="off", x_disable_stats=True))
-    return configure_run(run)
+    return start_run(mode, project, entity, name=name, run_id=f"{sweep_id}-{name}", group=sweep_id,
+                     job_type=job_type, tags=tags, config=config, directory=directory)
+
+
+def _unwritable(name: str, err: Exception) -> None:
+    raise SweepStateError(f"wandb run of {name}", f"could not be written ({err})") from err
 
 
 def write_missing_runs(sweep_dir: Path, project: str | None = None, entity: str | None = None) -> list[str]:
@@ -219,24 +148,24 @@ def write_missing_runs(sweep_dir: Path, project: str | None = None, entity: str 
         sweep_id = sweep["id"]
         destination = wandb_destination(sweep["spec"], project, entity, sweep["wandb"])
         project, entity = destination["project"], destination["entity"]
+        metric = sweep["spec"].get("metric") or contract.DEFAULT_METRIC
         written = []
         for trial in ledger.trials(with_history=True):
-            if trial.wandb_id or trial.state == RUNNING:
+            if trial.wandb_id or trial.state == TrialState.RUNNING:
                 continue
             partial = list((sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}"))
-            run = None
             try:
                 run = init_run("offline", project, entity, sweep_id, trial.name, run_config(trial.params, sweep["seed"]),
                                sweep_dir)
-                if trial.config:
-                    log_config(run, trial.config)
-                for metrics in trial.history:
-                    log_epoch(run, metrics)
-                finish_run(run, trial.summary, trial.state, Path(trial.notebook) if trial.notebook else None)
             except Exception as err:
-                if run is not None:  # release what wandb holds for it; the next sync writes it again
-                    run.finish(exit_code=1)
-                raise SweepStateError(f"wandb run of {trial.name}", f"could not be written ({err})") from err
+                _unwritable(trial.name, err)
+            writer = RunWriter(run, trial.name, on_failure=functools.partial(_unwritable, trial.name))
+            if trial.config:
+                writer.log_config(trial.config)
+            for metrics in trial.history:
+                writer.log_epoch(metrics)
+            writer.finish(trial.state, contract.with_metric_best(trial.summary, trial.history, metric),
+                          Path(trial.notebook) if trial.notebook else None)
             for old in partial:
                 old.rename(old.with_name(f"replaced-{old.name}"))
             ledger.update_trial(trial.name, wandb_id=run.id)

@@ -17,10 +17,10 @@ import logging
 import shutil
 from pathlib import Path
 
-from reidlib.sweep.bridge import flat_summary
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, STOPPED, Trial
 from reidlib.sweep.spec import Spec
-from reidlib.trial import CHECKPOINT_FILE
+from reidlib.trial import CHECKPOINT_FILE, ranked
+from reidlib.wandb_run import flat_summary
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,9 @@ def kept(trials: list[Trial], spec: Spec) -> set[str] | None:
     if spec.keep_checkpoints == "all":
         return None
     name, goal = spec.metric["name"], spec.metric["goal"]
-    scored = [(t, flat_summary(t.summary).get(name)) for t in trials if t.state == FINISHED]
-    scored = [(t, v) for t, v in scored if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    # stable, so ties go to the earlier trial, as best_run's max/min pick it
-    ranked = sorted(scored, key=lambda tv: -tv[1] if goal == "maximize" else tv[1])
-    return {t.name for t, _ in ranked[:spec.keep_checkpoints]}
+    finished = [t for t in trials if t.state == FINISHED]
+    best_first = ranked(finished, lambda t: flat_summary(t.summary).get(name), goal)  # as best_run picks
+    return {t.name for t in best_first[:spec.keep_checkpoints]}
 
 
 def prune_checkpoints(sweep_dir: Path, trials: list[Trial], spec: Spec) -> list[str]:

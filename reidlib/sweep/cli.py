@@ -110,7 +110,7 @@ def _report(sweep_dir: Path) -> None:
 
 
 def _cmd_run(args) -> int:
-    from reidlib.sweep.bridge import wandb_destination, wandb_mode
+    from reidlib.wandb_run import wandb_destination, wandb_mode
     from reidlib.sweep.driver import run_sweep, running_elsewhere
     from reidlib.sweep.lease import DriverLease
 

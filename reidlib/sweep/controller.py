@@ -53,6 +53,7 @@ import numpy as np
 from reidlib.errors import ReidSweepError
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, KERNEL_DIED, RUNNING, STOPPED, Trial
 from reidlib.sweep.spec import DISCRETE, OPTUNA_METHODS, Spec, discrete_values, leaf_items, nest
+from reidlib.trial import TrialStatus, best_value
 
 with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
     warnings.simplefilter("ignore")
@@ -75,13 +76,6 @@ _GLOBAL_RNGS = threading.Lock()  # sweeps draws from random's and numpy's global
 
 class SweepPaused(ReidSweepError):
     """Too many trials in a row failed before their first epoch: something is wrong for all of them."""
-
-
-def best_value(history: list[dict], metric: str, goal: str) -> float | None:
-    values = [row[metric] for row in history if isinstance(row.get(metric), (int, float)) and math.isfinite(row[metric])]
-    if not values:
-        return None
-    return max(values) if goal == "maximize" else min(values)
 
 
 def _as_sweep_run(trial: Trial, metric: str, goal: str) -> SweepRun:
@@ -225,8 +219,8 @@ class LocalController:
                 continue  # already run again
             if interrupted(trial):
                 return trial.params, trial.name
-            if trial.state == FAILED and (trial.summary or {}).get("status") == "oom" and \
-                    not any((t.summary or {}).get("status") == "oom" for t in lineage(trials, trial)[1:]):
+            if trial.state == FAILED and (trial.summary or {}).get("status") == TrialStatus.OOM and \
+                    not any((t.summary or {}).get("status") == TrialStatus.OOM for t in lineage(trials, trial)[1:]):
                 params = halved_batch(trial)  # once per point
                 if params is not None:
                     return params, trial.name

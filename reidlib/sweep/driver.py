@@ -29,18 +29,19 @@ from tqdm.auto import tqdm
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.config import DEFAULT_WANDB_PROJECT
-from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config, wandb_destination, wandb_mode
+from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config
 from reidlib.sweep.checkpoints import prune_checkpoints
 from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash, draw_seed
 from reidlib.sweep.evaluation_spec import resolve_evaluation
 from reidlib.sweep.files import own_dir
 from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
-from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial, state_of
+from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial
 from reidlib.sweep.reindex import SPEC_FILE, recover_finished, save_wandb_destination
 from reidlib.sweep.resume import check_same_spec
 from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
+from reidlib.wandb_run import wandb_destination, wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
         for timer in timers:
             timer.daemon = True
             timer.start()
-    bridge = TrialBridge(session.ledger, trial, run, options.wandb_outage, on_epoch=hyperband)
+    bridge = TrialBridge(session.ledger, trial, run, options.wandb_outage, on_epoch=hyperband, metric=session.spec.metric)
     state, reason = CRASHED, "driver interrupted"
     try:
         session.ledger.update_trial(trial.name, notebook=str(notebook_out), wandb_id=run.id if run else None)
@@ -276,8 +277,8 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
                                    on_scrap=bridge.on_scrap, cwd=session.project_dir, env=env,
                                    on_kernel=lambda pid: running.kernel_started(trial.name, pid), pool=pool)
         status = (bridge.summary or {}).get("status")
-        state = state_of(status, bool(outcome.error))
-        reason = outcome.error or (None if status in ("finished", "stopped_early") else status)
+        state = contract.TrialState.of(status, bool(outcome.error))
+        reason = outcome.error or (None if state.completed else status)
         stop_reason = _stop_reason(params["output_dir"])
         if outcome.kernel_died and stop_reason == "time limit":
             state, reason = FAILED, "time limit: killed after the grace period"

@@ -20,11 +20,12 @@ from pathlib import Path
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.sweep.bridge import finish_run, init_run, log_config, log_epoch, wandb_destination, wandb_mode
+from reidlib.sweep.bridge import init_run
 from reidlib.sweep.driver import notebook_parameters
 from reidlib.sweep.ledger import FINISHED, Ledger
 from reidlib.sweep.runner import execute_notebook
 from reidlib.sweep.spec import normalise
+from reidlib.wandb_run import RunWriter, wandb_destination, wandb_mode
 
 log = logging.getLogger(__name__)
 
@@ -81,39 +82,21 @@ def _train_final(sweep_dir: Path, trial_name: str, project_dir: Path, wandb: str
     destination = wandb_destination(spec.search_config, recorded=info["wandb"])
     mode = wandb_mode(wandb)
     run = None if mode == "disabled" else _open_run(mode, destination, info["id"], trial.params, sweep_dir)
-    received: dict = {}
-
-    def on_scrap(name: str, data) -> None:
-        nonlocal run
-        received[name] = data
-        if run is None or name == contract.SUMMARY:
-            return
-        try:
-            if name.startswith(contract.EPOCH_PREFIX):
-                log_epoch(run, data)
-            elif name == contract.CONFIG:
-                log_config(run, data)
-        except Exception as err:  # W&B trouble never costs the final run; final/ has everything
-            log.warning("W&B logging of the final run failed (%s); it goes on without W&B", err)
-            run = None
-
+    writer = RunWriter(run, "the final run")  # W&B trouble never costs the final run; final/ has everything
     notebook = out / Path(spec.notebook).name  # train.ipynb, or evaluate.ipynb for an evaluation sweep
     log.info("finalize %s: %s's configuration on every training identity, tested once at the end", info["id"], trial_name)
-    outcome = execute_notebook(project_dir / spec.notebook, notebook, params, on_scrap=on_scrap, cwd=project_dir)
-    summary = received.get(contract.SUMMARY) or {}
+    outcome = execute_notebook(project_dir / spec.notebook, notebook, params, on_scrap=writer.on_scrap, cwd=project_dir)
+    summary = writer.summary or {}
     status = summary.get("status")
-    if run is not None:
-        try:
-            finish_run(run, summary, FINISHED if status == "finished" else "failed", notebook)
-        except Exception as err:
-            log.warning("W&B could not finish the final run (%s)", err)
-    if outcome.error or status != "finished":
+    state = contract.TrialState.of(status, bool(outcome.error))
+    writer.finish(state, summary, notebook)
+    if state != FINISHED:
         raise SweepStateError(str(notebook), f"the final training ended {status or 'without a summary'} "
                               f"({outcome.error or summary.get('error')}); fix that, then finalize again")
     final = {"sweep": info["id"], "trial": trial_name, "parameters": trial.params, "status": status,
              "test": summary.get("test") or {}, "epochs_run": summary.get("epochs_run"),
              "wall_time_s": summary.get("wall_time_s"), "checkpoint": summary.get("checkpoint"),
-             "notebook": str(notebook), "wandb_id": run.id if run is not None else None}
+             "notebook": str(notebook), "wandb_id": writer.run.id if writer.run is not None else None}
     tmp = out / f"{FINAL_SUMMARY}.tmp"
     tmp.write_text(json.dumps(final, indent=2, default=str))
     tmp.replace(out / FINAL_SUMMARY)  # last: its presence says final/ is complete

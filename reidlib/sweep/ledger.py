@@ -19,21 +19,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from reidlib.errors import SweepStateError
+from reidlib.trial import TrialState
 
 LEDGER_FILE = "sweep.db"
 LEGACY_WANDB_DESTINATION = '{"project": "reid-sweep", "entity": null}'  # before ledgers recorded it
 LOCK_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction before giving up
-# Trial states. 'stopped' = ended early on the driver's request (hyperband, run cap, Ctrl-C).
-RUNNING, FINISHED, STOPPED, FAILED, CRASHED = "running", "finished", "stopped", "failed", "crashed"
+# The trial states (the contract's TrialState; the ledger stores their values) by their short names
+RUNNING, FINISHED, STOPPED, FAILED, CRASHED = (TrialState.RUNNING, TrialState.FINISHED, TrialState.STOPPED,
+                                               TrialState.FAILED, TrialState.CRASHED)
 KERNEL_DIED = "kernel died"  # how the exit reason of a trial whose kernel died by itself begins
-
-
-def state_of(status: str | None, errored: bool) -> str:
-    """A trial's state from its own account (the summary's ``status``) and whether a cell failed:
-    diverged, out-of-memory and failed trials, and trials whose report cells failed, are 'failed'."""
-    if status in ("finished", "stopped_early") and not errored:
-        return FINISHED if status == "finished" else STOPPED
-    return FAILED
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sweep (id TEXT PRIMARY KEY, name TEXT, spec TEXT NOT NULL, created REAL NOT NULL,
@@ -52,7 +46,7 @@ CREATE TABLE IF NOT EXISTS history (
 class Trial:
     name: str
     seq: int
-    state: str
+    state: TrialState
     params: dict
     config: dict | None = None
     summary: dict | None = None
@@ -64,6 +58,9 @@ class Trial:
     retry_of: str | None = None  # the crashed or out-of-memory trial this one runs again
     worker: str | None = None  # the token of the driver process that claimed it (lease.DriverLease)
     history: list[dict] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.state = TrialState(self.state)  # read back from SQLite as its value
 
 
 class Ledger:
@@ -227,7 +224,7 @@ class Ledger:
                        (name, seq, RUNNING, json.dumps(params), now, retry_of, self.worker))
         return Trial(name=name, seq=seq, state=RUNNING, params=params, started=now, retry_of=retry_of, worker=self.worker)
 
-    def insert_trial(self, name: str, seq: int, state: str, params: dict, **fields: Any) -> None:
+    def insert_trial(self, name: str, seq: int, state: TrialState, params: dict, **fields: Any) -> None:
         """Record a trial as it was (``reindex``); ``fields`` as ``update_trial`` takes them."""
         with self._write() as db:
             db.execute("INSERT INTO trials (name, seq, state, params) VALUES (?, ?, ?, ?)",
@@ -249,7 +246,7 @@ class Ledger:
             return db.execute(f"UPDATE trials SET {', '.join(f'{k} = ?' for k in fields)} WHERE name = ?{condition}",
                               (*values, name, *(if_state or ()))).rowcount > 0
 
-    def end_trial(self, name: str, state: str, summary: dict | None, exit_reason: str | None = None) -> None:
+    def end_trial(self, name: str, state: TrialState, summary: dict | None, exit_reason: str | None = None) -> None:
         self.update_trial(name, state=state, summary=summary, exit_reason=exit_reason, ended=time.time())
 
     def add_epoch(self, name: str, metrics: dict) -> None:

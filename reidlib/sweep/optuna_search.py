@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from reidlib.sweep.controller import best_value
-from reidlib.sweep.ledger import FINISHED, RUNNING, STOPPED, Trial
+from reidlib.sweep.ledger import RUNNING, Trial
 from reidlib.sweep.spec import Keys, Spec, discrete_values, is_active, leaf_items, nest
+from reidlib.trial import best_value
 
 with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
     warnings.simplefilter("ignore")
@@ -121,7 +121,7 @@ class OptunaSearch:
                 params[leaf.name], distributions[leaf.name] = internal, leaf.distribution
         if trial.state == RUNNING:
             state, value = TrialState.RUNNING, None
-        elif trial.state in (FINISHED, STOPPED) and best is not None:
+        elif trial.state.completed and best is not None:
             state, value = TrialState.COMPLETE, best
         else:  # failed, crashed, or ended without a value of the metric
             state, value = TrialState.FAIL, None

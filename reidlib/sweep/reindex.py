@@ -15,7 +15,7 @@ import nbformat
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.sweep.files import write_atomic
-from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, RUNNING, Ledger, Trial, state_of
+from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, RUNNING, Ledger, Trial
 
 log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"  # written beside the ledger when a sweep is created
@@ -80,7 +80,8 @@ def read_notebook_record(path: Path, sweep_id: str, spec: dict | None = None) ->
     status = (summary or {}).get("status")
     errors = [f"{o['ename']}: {o['evalue']}" for c in nb.cells for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
-    state = CRASHED if summary is None and not errors else state_of(status, bool(errors))
+    state = CRASHED if summary is None and not errors else contract.TrialState.of(status, bool(errors))
+    summary = contract.with_metric_best(summary, epochs, (spec or {}).get("metric") or contract.DEFAULT_METRIC)
     return NotebookRecord(state, trial_params(papermill.get("parameters", {}), spec), epochs, dict(
         config=scraps.get(contract.CONFIG), summary=summary, notebook=str(path),
         wandb_id=f"{sweep_id}-{path.stem}", started=_timestamp(papermill.get("start_time")),
@@ -92,7 +93,8 @@ def recover_finished(ledger: Ledger, trial: Trial) -> bool:
     """Record a trial the ledger has as running or crashed from its notebook, if the notebook has its
     summary (its driver died after the trial ended, before recording it): finished work is never
     run again. Returns whether it did. Its W&B run stays unfinished: ``reid-sweep sync`` rewrites it."""
-    record = read_notebook_record(Path(trial.notebook), ledger.sweep()["id"]) \
+    sweep = ledger.sweep()
+    record = read_notebook_record(Path(trial.notebook), sweep["id"], sweep["spec"]) \
         if trial.notebook and Path(trial.notebook).is_file() else None
     if record is None or record.fields["summary"] is None:
         return False

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from reidlib import trial as contract
 from reidlib.errors import SpecError
-from reidlib.sweep.bridge import configure_run
 from reidlib.sweep.driver import RunningTrials, SweepSession, TrialOptions, open_session, run_trial, worker_environments
 from reidlib.sweep.reindex import save_wandb_destination
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, Spec, normalise
+from reidlib.wandb_run import start_run
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +84,7 @@ def run_agent(sweep_path: str, count: int | None = None, runs_dir: str | Path | 
     env.update(contract.sweep_cache_environment(session.directory))
 
     def trial_function() -> None:
-        run = configure_run(wandb.init(dir=str(session.directory), job_type="trial", group=sweep_id,
-                                       settings=wandb.Settings(silent=True, console="off")))
+        run = start_run(directory=session.directory, job_type="trial", group=sweep_id)
         params = {k: v for k, v in dict(run.config).items()}
         trial = session.ledger.claim_trial(lambda _trials: (params, None))
         done = threading.Event()
