@@ -12,10 +12,10 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
-from tqdm import tqdm as text_tqdm
-
 from conftest import REPO
 from fake_trial import write_fake_trial
+from tqdm import tqdm as text_tqdm
+
 from reidlib import trial as contract
 from reidlib.analysis import open_sweep, trial_links
 from reidlib.sweep import driver, run_sweep
@@ -116,7 +116,7 @@ def test_trial_links_are_relative_to_the_notebooks_directory(fake_spec, tmp_path
 
     # by default, the directory the kernel started in: Jupyter starts a notebook's there, before
     # use_project_root moves to the project root
-    monkeypatch.setattr(contract, "_started_in", None)
+    monkeypatch.setattr(contract, "_kernel_start_dir", None)
     monkeypatch.chdir(REPO / "notebooks")
     assert contract.use_project_root() == REPO
     hrefs = HREF.findall(trial_links(open_sweep(result.directory)).data)
@@ -154,9 +154,9 @@ def test_an_interrupt_is_one_line_and_the_resumed_board_shows_the_trials_at_once
     assert driver.run_in_notebook(spec, **options) is None
     out, err = capsys.readouterr()
     [sweep_dir] = (tmp_path / "runs").iterdir()
-    assert [line for line in (out + err).splitlines() if line.strip()] == [
+    assert [line for line in (out + err).splitlines() if line.strip()] == [(
         f"interrupted: sweep {sweep_dir.name} keeps its trials (1 stopped) in {sweep_dir}; run this cell again "
-        f"(or reid-sweep resume {sweep_dir.name}) to resume it"]
+        f"(or reid-sweep resume {sweep_dir.name}) to resume it")]
     sweep_bar = bars[0].container.children
     assert sweep_bar[1].bar_style == "warning" and "interrupted" in sweep_bar[2].value
 

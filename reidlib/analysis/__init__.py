@@ -20,7 +20,6 @@ heartbeat stopped); the next driver to open the sweep records it so.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -229,27 +228,16 @@ class LiveLeaderboard:
             self._handle.update(table)
 
 
-def relative_link(path: str | Path, base: str | Path | None = None) -> str:
-    """An href for ``path`` relative to ``base`` (default: the running notebook's directory,
-    ``reidlib.trial.notebook_dir``), with forward slashes: JupyterLab resolves a relative link in an
-    output against the notebook's directory and opens the file; an absolute file path is a 404 there."""
-    from urllib.parse import quote
-
-    from reidlib.trial import notebook_dir
-
-    base = Path(base).resolve() if base is not None else notebook_dir()
-    return quote(Path(os.path.relpath(Path(path).resolve(), base)).as_posix())
-
-
 def trial_links(sweep: SweepReader, link_base: str | Path | None = None):
     """The leaderboard as an HTML table (``table.reid-leaderboard``), best first: each trial with
     its state, parameters and metrics (mAP and rank-k in %), its name linking to its executed notebook
-    (``a.reid-report``), relative to ``link_base`` (``relative_link``)."""
+    (``a.reid-report``), relative to ``link_base`` (``reidlib.report.relative_href``: JupyterLab resolves a
+    relative link in an output against the notebook's directory and opens the file)."""
     import html
 
     from IPython.display import HTML
 
-    from reidlib.sweep.driver import format_metric
+    from reidlib.report import cell_html, relative_href
 
     board = leaderboard(sweep)
     best = sweep.best_run()
@@ -259,9 +247,9 @@ def trial_links(sweep: SweepReader, link_base: str | Path | None = None):
     for trial_name, row in board.iterrows():
         path = runs[trial_name].notebook_path
         label = html.escape(trial_name) + (" (best)" if best and trial_name == best.name else "")
-        link = f'<a class="reid-report" href="{html.escape(relative_link(path, link_base))}">{label}</a>' \
+        link = f'<a class="reid-report" href="{html.escape(relative_href(path, link_base))}">{label}</a>' \
             if path else label
-        cells = "".join(f"<td>{html.escape(format_metric(str(key), value))}</td>" for key, value in row.items())
+        cells = "".join(f"<td>{cell_html(key, value)}</td>" for key, value in row.items())
         rows.append(f'<tr class="reid-trial reid-{html.escape(row["state"])}"><td>{link}</td>{cells}</tr>')
     warning = f"<p><strong>{html.escape(SELECTED_ON_TEST)}</strong></p>" if selected_on_test(sweep) else ""
     empty = "" if rows else "<p>no trial yet</p>"

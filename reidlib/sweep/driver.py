@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
+from reidlib.report import is_rate, percent
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config
 from reidlib.sweep.checkpoints import prune_checkpoints
@@ -351,19 +352,9 @@ def sweep_wandb_destination(session: SweepSession, project: str | None, entity: 
     return recorded
 
 
-PERCENT_METRICS = ("mAP", "mINP", "rank1", "rank5", "rank10")  # fractions a researcher reads in %
 BAR_METRICS = ("train/loss",)  # shown after the sweep's metric and val/rank1 on a trial's epoch bar
 TICK_S = 0.2  # how often the calling thread draws what the workers posted
 CLOCK_S = 1.0  # how often the bars are redrawn with nothing new: their clocks run during a trial
-
-
-def format_metric(key: str, value) -> str:
-    """A metric as a researcher reads it: mAP, mINP and rank-k in % with one decimal, others to 4 digits."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "" if value is None else str(value)
-    if value != value:
-        return ""
-    return f"{100 * value:.1f}%" if key.rsplit("/", 1)[-1] in PERCENT_METRICS else f"{value:.4g}"
 
 
 def _max_epochs(params: dict) -> int | None:
@@ -434,8 +425,9 @@ class SweepProgress:
             return False
         self._latest[slot].update(data)
         bar.update(max(0, int(data.get("epoch", bar.n + 1)) - bar.n))
-        bar.set_postfix_str(", ".join(f"{k} {format_metric(k, self._latest[slot][k])}" for k in self.shown
-                                      if k in self._latest[slot]), refresh=False)
+        latest = self._latest[slot]
+        bar.set_postfix_str(", ".join(f"{k} {percent(latest[k]) if is_rate(k) else f'{latest[k]:.4g}'}"
+                                      for k in self.shown if isinstance(latest.get(k), (int, float))), refresh=False)
         return True
 
     def close(self, outcome: str, style: str) -> None:
@@ -561,13 +553,14 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         if bars.tick() and on_update:
             on_update(session.directory)
 
-    outcome, style = "done", "success"
+    outcome, style = "error", "danger"  # until the workers end or an interrupt has stopped them
     try:
         for thread in threads:
             thread.start()
         if on_update:  # a resumed sweep's trials show at once
             on_update(session.directory)
         _wait(done, tick)
+        outcome, style = "done", "success"
     except KeyboardInterrupt:
         outcome, style = "interrupted", "warning"
         stopping.set()
@@ -581,9 +574,6 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
             running.kill_all()
             _wait(started(), tick)
         raise SweepInterrupted(session.sweep_id, session.directory) from None
-    except BaseException:
-        outcome, style = "error", "danger"
-        raise
     finally:
         if errors:
             outcome, style = "error", "danger"
