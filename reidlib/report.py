@@ -39,16 +39,22 @@ def percent(value) -> str:
     return NOT_AVAILABLE if _missing(value) else f"{100 * value:.1f}%"
 
 
-def link(path: str | Path) -> str:
-    """An HTML link to ``path``, relative to the notebook's directory (where JupyterLab and an HTML
-    export resolve relative links; an absolute file path would be read as a URL of the server), its
-    text the whole path from the working directory."""
+def relative_href(path: str | Path, base: str | Path | None = None) -> str:
+    """An href for ``path`` relative to ``base``, by default the notebook's directory (where JupyterLab
+    and an HTML export resolve relative links; an absolute file path would be read as a URL of the server)."""
+    from urllib.parse import quote
+
     from reidlib.trial import notebook_dir
 
+    base = Path(base).resolve() if base is not None else notebook_dir()
+    return quote(Path(os.path.relpath(Path(path).resolve(), base)).as_posix())
+
+
+def link(path: str | Path) -> str:
+    """An HTML link to ``path`` (``relative_href``), its text the whole path from the working directory."""
     path = Path(path).resolve()
-    href = Path(os.path.relpath(path, notebook_dir())).as_posix()
     text = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    return f'<a href="{html.escape(href)}">{html.escape(text)}</a>'
+    return f'<a href="{html.escape(relative_href(path))}">{html.escape(text)}</a>'
 
 
 def _cell(rate: bool):
@@ -61,6 +67,11 @@ def _cell(rate: bool):
             return percent(value) if rate else f"{value:.4g}"
         return html.escape(str(value))
     return format_value
+
+
+def cell_html(label, value) -> str:
+    """One table cell as ``show`` writes it, ``label`` its row or column name."""
+    return _cell(is_rate(label))(value)
 
 
 def show(frame):

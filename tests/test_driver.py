@@ -286,6 +286,11 @@ def test_driver_notebook_runs_and_resumes_a_sweep(tmp_path, tiny_config):
     assert first.error is None
     [db] = (tmp_path / "runs").glob("*/sweep.db")
     assert len(Ledger(db).trials()) == 2
+    # it ends as reid-sweep run does: the analysis, best/ and report/ (finish_sweep)
+    assert all((db.parent / name).is_file() for name in ("analysis.ipynb", "best/summary.json", "report/index.html"))
+    outputs = json.dumps([c.get("outputs") for c in json.loads((tmp_path / "sweep1.ipynb").read_text())["cells"]])
+    assert "application/vnd.jupyter.widget-view+json" in outputs  # tqdm.auto's widget bars
+    assert "reid-leaderboard" in outputs and "reid-report" in outputs  # the leaderboard with its report links
     again = execute_notebook(REPO / "notebooks" / "sweep.ipynb", tmp_path / "sweep2.ipynb",
                              {"spec": str(spec), "sweep_id": db.parent.name}, cwd=REPO)
     assert again.error is None

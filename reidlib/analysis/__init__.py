@@ -20,7 +20,6 @@ heartbeat stopped); the next driver to open the sweep records it so.
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -65,6 +64,13 @@ class LocalRun:
 
     @property
     def summary(self) -> dict:
+        """As W&B's: a running trial's is what its epochs so far logged (each ``val/*`` and the sweep's
+        metric at its best)."""
+        if self.trial.state == RUNNING and self.trial.summary is None:
+            history = self.trial.history
+            so_far = {"best": contract.best_metrics(history), "epochs_run": len(history)}
+            return {**(history[-1] if history else {}),
+                    **flat_summary(contract.with_metric_best(so_far, history, self.metric)), "state": self.trial.state}
         # the sweep's metric's best recomputed: a ledger from before summaries held it reads the same
         summary = contract.with_metric_best(self.trial.summary, self.trial.history, self.metric)
         return {**flat_summary(summary), "state": self.trial.state}
@@ -204,41 +210,50 @@ def plot_curves(sweep: SweepReader, metric: str = "val/mAP", top: int = 5):
 
 
 class LiveLeaderboard:
-    """A leaderboard that redraws itself in place in a notebook: pass ``update`` as
-    ``run_sweep(on_trial_end=...)``."""
+    """The leaderboard with each trial's report link (``trial_links``), redrawn in place in a notebook:
+    pass ``update`` as ``run_sweep(on_update=...)``. It appears at the first update, under the
+    sweep's progress bars."""
 
-    def __init__(self):
-        from IPython.display import display
-
-        self._handle = display("the leaderboard appears when the first trial ends", display_id=True)
-        self._lock = threading.Lock()  # workers finish trials concurrently
+    def __init__(self, link_base: str | Path | None = None):
+        self.link_base = link_base
+        self._handle = None
 
     def update(self, sweep_dir: Path) -> None:
-        with self._lock:
-            self._handle.update(leaderboard(open_sweep(sweep_dir)))
+        from IPython.display import display
+
+        table = trial_links(open_sweep(sweep_dir), self.link_base)
+        if self._handle is None:
+            self._handle = display(table, display_id=True)
+        else:
+            self._handle.update(table)
 
 
-def trial_links(sweep: SweepReader):
-    """An HTML table: each trial's state and metric, linked to its executed notebook; best first."""
+def trial_links(sweep: SweepReader, link_base: str | Path | None = None):
+    """The leaderboard as an HTML table (``table.reid-leaderboard``), best first: each trial with
+    its state, parameters and metrics (mAP and rank-k in %), its name linking to its executed notebook
+    (``a.reid-report``), relative to ``link_base`` (``reidlib.report.relative_href``: JupyterLab resolves a
+    relative link in an output against the notebook's directory and opens the file)."""
     import html
 
     from IPython.display import HTML
 
-    name, _ = sweep.metric
+    from reidlib.report import cell_html, relative_href
+
     board = leaderboard(sweep)
     best = sweep.best_run()
     runs = {r.name: r for r in sweep.runs}
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in ["trial", *board.columns])
     rows = []
     for trial_name, row in board.iterrows():
         path = runs[trial_name].notebook_path
-        link = f'<a href="{html.escape(str(path))}">{html.escape(path.name)}</a>' if path else ""
-        value = row.get(name)
-        mark = " (best)" if best and trial_name == best.name else ""
-        rows.append(f"<tr><td>{html.escape(trial_name)}{mark}</td><td>{html.escape(row['state'])}</td>"
-                    f"<td>{'' if value is None or value != value else f'{value:.4f}'}</td><td>{link}</td></tr>")
+        label = html.escape(trial_name) + (" (best)" if best and trial_name == best.name else "")
+        link = f'<a class="reid-report" href="{html.escape(relative_href(path, link_base))}">{label}</a>' \
+            if path else label
+        cells = "".join(f"<td>{cell_html(key, value)}</td>" for key, value in row.items())
+        rows.append(f'<tr class="reid-trial reid-{html.escape(row["state"])}"><td>{link}</td>{cells}</tr>')
     warning = f"<p><strong>{html.escape(SELECTED_ON_TEST)}</strong></p>" if selected_on_test(sweep) else ""
-    return HTML(f"{warning}<table><tr><th>trial</th><th>state</th><th>{html.escape(name)}</th><th>notebook</th></tr>"
-                f"{''.join(rows)}</table>")
+    empty = "" if rows else "<p>no trial yet</p>"
+    return HTML(f'{warning}<table class="reid-leaderboard"><tr>{head}</tr>{"".join(rows)}</table>{empty}')
 
 
 def numeric_parameters(sweep: SweepReader) -> list[str]:

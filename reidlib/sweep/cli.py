@@ -11,6 +11,7 @@ import logging
 import math
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 from reidlib.errors import ReidSweepError, SpecError, SweepStateError
@@ -76,11 +77,12 @@ def _all_failed(directory: Path) -> str | None:
             f"(its notebook: {first.notebook})")
 
 
-def _report(sweep_dir: Path) -> None:
+def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
+    """Print a sweep's results; ``outputs``: what ``finish_sweep`` wrote, else written now (``make_report``)."""
     from reidlib.analysis import SELECTED_ON_TEST, hyperband_savings, leaderboard, open_sweep, selected_on_test, selection_check
     from reidlib.sweep.driver import make_report
 
-    outputs = make_report(sweep_dir)
+    outputs = outputs if outputs is not None else make_report(sweep_dir)
     sweep = open_sweep(sweep_dir)
     name, _ = sweep.metric
     print(f"sweep {sweep.id}: {len(sweep.runs)} trials in {sweep_dir}")
@@ -110,9 +112,8 @@ def _report(sweep_dir: Path) -> None:
 
 
 def _cmd_run(args) -> int:
+    from reidlib.sweep.driver import finish_sweep, run_sweep
     from reidlib.wandb_run import wandb_destination, wandb_mode
-    from reidlib.sweep.driver import run_sweep, running_elsewhere
-    from reidlib.sweep.lease import DriverLease
 
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
@@ -155,15 +156,12 @@ def _cmd_run(args) -> int:
             directory = run_sweep(spec, count=args.count, sweep_id=args.sweep_id, runs_dir=args.runs_dir,
                                   wandb=args.wandb, project=args.project, entity=args.entity, seed=args.seed,
                                   time_limit=args.time_limit, workers=args.workers, gpus=gpus).directory
-        if DriverLease.any_alive(directory):  # drivers that joined this sweep: the last to end writes the report
-            running = ", ".join(running_elsewhere(directory)) or "no trial now"
-            print(f"sweep {directory.name}: this driver is done; other drivers still run ({running}); "
-                  f"the last to end writes the report (or: reid-sweep report {directory.name})")
-            continue
         failed = _all_failed(directory)
-        if args.finalize and not failed:
-            _finalize(directory, args.wandb)
-        _report(directory)
+        finalize = partial(_finalize, directory, args.wandb) if args.finalize and not failed else None
+        outputs = finish_sweep(directory, before_report=finalize)
+        if outputs is None:  # other drivers still run it: the last of them reports
+            continue
+        _report(directory, outputs)
         failures += [failed] if failed else []
     for failed in failures:  # as papermill, whose exit status is 1 when the notebook failed
         print(f"error: {failed}", file=sys.stderr)

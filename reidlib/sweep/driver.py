@@ -17,17 +17,19 @@ import fcntl
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from tqdm.auto import tqdm
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
+from reidlib.report import is_rate, percent
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config
 from reidlib.sweep.checkpoints import prune_checkpoints
@@ -238,11 +240,13 @@ def grace_period(time_limit: float) -> float:
 
 
 def run_trial(session: SweepSession, controller: LocalController | None, trial: Trial, options: TrialOptions,
-              running: RunningTrials, env: dict[str, str] | None = None, run=None, pool: KernelPool | None = None) -> str:
+              running: RunningTrials, env: dict[str, str] | None = None, run=None, pool: KernelPool | None = None,
+              on_scrap: Callable[[str, Any], None] | None = None) -> str:
     """Run one trial to its end and record it; returns its final state.
 
     ``controller`` None: the search engine is elsewhere (a W&B server) and stops trials itself.
     ``run``: a wandb run already opened for this trial (by a W&B agent); else one is opened here.
+    ``on_scrap(name, data)``: told each scrap once it is recorded (the driver's progress bars).
     """
     params = trial_parameters(session, trial)
     notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
@@ -270,11 +274,17 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
             timer.daemon = True
             timer.start()
     bridge = TrialBridge(session.ledger, trial, run, options.wandb_outage, on_epoch=hyperband, metric=session.spec.metric)
+
+    def scrap(name: str, data: Any) -> None:
+        bridge.on_scrap(name, data)
+        if on_scrap:
+            on_scrap(name, data)
+
     state, reason = CRASHED, "driver interrupted"
     try:
         session.ledger.update_trial(trial.name, notebook=str(notebook_out), wandb_id=run.id if run else None)
         outcome = execute_notebook(session.project_dir / session.spec.notebook, notebook_out, params,
-                                   on_scrap=bridge.on_scrap, cwd=session.project_dir, env=env,
+                                   on_scrap=scrap, cwd=session.project_dir, env=env,
                                    on_kernel=lambda pid: running.kernel_started(trial.name, pid), pool=pool)
         status = (bridge.summary or {}).get("status")
         state = contract.TrialState.of(status, bool(outcome.error))
@@ -342,24 +352,148 @@ def sweep_wandb_destination(session: SweepSession, project: str | None, entity: 
     return recorded
 
 
+BAR_METRICS = ("train/loss",)  # shown after the sweep's metric and val/rank1 on a trial's epoch bar
+TICK_S = 0.2  # how often the calling thread draws what the workers posted
+CLOCK_S = 1.0  # how often the bars are redrawn with nothing new: their clocks run during a trial
+
+
+def _max_epochs(params: dict) -> int | None:
+    value = params.get("max_epochs") or params.get("overrides", {}).get("SOLVER.MAX_EPOCHS")
+    return int(value) if isinstance(value, (int, float)) else None
+
+
+class SweepProgress:
+    """What a running sweep shows (tqdm.auto: widgets in Jupyter, text bars in a terminal): a bar over
+    trials and, under it, one epoch bar per worker for the trial it runs, with that trial's latest
+    metrics as postfix. Workers post what happens (``started``, ``scrap``, ``ended``); the thread that
+    called ``run_sweep`` draws it (``tick``): a notebook's outputs belong to the cell's thread, and the
+    bars' clocks keep running between epochs."""
+
+    def __init__(self, sweep_id: str, total: int | None, initial: int, workers: int, metric: str, enabled: bool):
+        self.trials = tqdm(total=total, initial=initial, desc=f"sweep {sweep_id}", unit="trial", disable=not enabled)
+        self.epochs = [tqdm(total=None, desc="waiting for a trial", unit="epoch", disable=not enabled, leave=False)
+                       for _ in range(workers)]
+        self.shown = (metric, *(k for k in ("val/rank1", *BAR_METRICS) if k != metric))
+        self._posted: queue.SimpleQueue = queue.SimpleQueue()
+        self._latest: list[dict] = [{} for _ in range(workers)]
+        self._drawn = 0.0
+
+    def started(self, slot: int, name: str, max_epochs: int | None) -> None:
+        self._posted.put(("started", slot, name, max_epochs))
+
+    def scrap(self, slot: int, name: str, data: Any) -> None:
+        if name.startswith(contract.EPOCH_PREFIX) or name == contract.CONFIG:
+            self._posted.put(("scrap", slot, name, data))
+
+    def ended(self, slot: int, name: str, state: str, counted: bool) -> None:
+        self._posted.put(("ended", slot, name, state, counted))
+
+    def tick(self) -> bool:
+        """Draw what the workers posted (and redraw every bar once a second); whether a trial
+        recorded an epoch or ended since the last tick."""
+        recorded = False
+        while True:
+            try:
+                event = self._posted.get_nowait()
+            except queue.Empty:
+                break
+            recorded |= self._draw(*event)
+        if recorded or time.monotonic() - self._drawn >= CLOCK_S:
+            for bar in (self.trials, *self.epochs):
+                bar.refresh()
+            self._drawn = time.monotonic()
+        return recorded
+
+    def _draw(self, kind: str, slot: int, name: str, *rest) -> bool:
+        bar = self.epochs[slot]
+        if kind == "started":
+            self._latest[slot] = {}
+            bar.reset(total=rest[0])
+            bar.set_description_str(name, refresh=False)
+            bar.set_postfix_str("starting", refresh=False)
+            return False
+        if kind == "ended":
+            state, counted = rest
+            self.trials.set_postfix_str(f"{name} {state}", refresh=False)
+            self.trials.update(1 if counted else 0)
+            bar.set_description_str("waiting for a trial", refresh=False)
+            return True
+        data = rest[0]
+        if name == contract.CONFIG:  # a trial notebook's effective config knows its epochs
+            if isinstance(data.get("SOLVER.MAX_EPOCHS"), int) and bar.total is None:
+                bar.reset(total=data["SOLVER.MAX_EPOCHS"])
+            return False
+        self._latest[slot].update(data)
+        bar.update(max(0, int(data.get("epoch", bar.n + 1)) - bar.n))
+        latest = self._latest[slot]
+        bar.set_postfix_str(", ".join(f"{k} {percent(latest[k]) if is_rate(k) else f'{latest[k]:.4g}'}"
+                                      for k in self.shown if isinstance(latest.get(k), (int, float))), refresh=False)
+        return True
+
+    def close(self, outcome: str, style: str) -> None:
+        """End the bars: the trials bar says ``outcome`` ('done', 'interrupted', ...) in ``style``
+        ('success', 'warning', 'danger'); the epoch bars go."""
+        for bar in self.epochs:
+            _end_bar(bar, None)
+        self.trials.set_postfix_str(outcome, refresh=False)
+        _end_bar(self.trials, style)
+
+
+def _end_bar(bar, style: str | None) -> None:
+    """Close a bar; in Jupyter, in ``style`` or hidden (None). tqdm.notebook paints a bar short of its
+    total red on close, which is for errors: a sweep stopped on purpose or by its target is not one."""
+    bar.close()
+    widgets = getattr(bar, "container", None)  # tqdm.notebook's
+    if widgets is not None:
+        widgets.children[1].bar_style = style or ""
+        if style is None:
+            widgets.layout.visibility = "hidden"
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C (a notebook's interrupt) ended a run of a sweep: its running trials stopped after their
+    epoch and every trial is kept; ``--sweep-id`` (the notebook's ``sweep_id``) resumes it."""
+
+    def __init__(self, sweep_id: str, directory: Path):
+        super().__init__(f"sweep {sweep_id} interrupted")
+        self.sweep_id, self.directory = sweep_id, directory
+
+    def line(self) -> str:
+        """What was kept and how to resume, in one line."""
+        ledger = Ledger.open(self.directory)
+        try:
+            states = [t.state for t in ledger.trials()]
+        finally:
+            ledger.close()
+        kept = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "none yet"
+        return (f"interrupted: sweep {self.sweep_id} keeps its trials ({kept}) in {self.directory}; "
+                f"run this cell again (or reid-sweep resume {self.sweep_id}) to resume it")
+
+
 def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
               runs_dir: str | Path | None = None, wandb: str | None = None, project: str | None = None,
               entity: str | None = None, project_dir: str | Path | None = None, time_limit: float | None = None,
               workers: int = 1, gpus: list[str] | None = None, progress: bool = True,
-              on_trial_end: Callable[[Path], None] | None = None, seed: int | None = None) -> SweepResult:
+              on_trial_end: Callable[[Path], None] | None = None, seed: int | None = None,
+              on_update: Callable[[Path], None] | None = None) -> SweepResult:
     """Run (or resume) a sweep until the controller says it is done.
 
     ``project``/``entity``: where its W&B runs go (``sweep_wandb_destination``).
     ``seed``: the search's seed (else the spec's, else one drawn and recorded; a resume keeps its own).
-    ``on_trial_end(sweep_dir)`` is called after every trial (the driver notebook refreshes its
-    leaderboard with it)."""
+    ``progress``: a bar over trials and an epoch bar per worker (``SweepProgress``).
+    ``on_update(sweep_dir)`` is called from the calling thread once at the start and after each epoch
+    or trial the ledger records (the driver notebook's leaderboard); ``on_trial_end(sweep_dir)`` from
+    the worker after each trial. Ctrl-C raises ``SweepInterrupted`` once running trials have stopped."""
     session = open_session(spec, runs_dir, sweep_id, project_dir, seed=seed)
     try:
         controller = LocalController(session.spec, count)
         destination = sweep_wandb_destination(session, project, entity)
         options = TrialOptions(wandb_mode(wandb), destination["project"], destination["entity"], time_limit)
-        bar = tqdm(total=controller.limit, desc=f"sweep {session.sweep_id}", unit="trial", disable=not progress,
-                   initial=sum(t.state != RUNNING and not t.retry_of for t in session.ledger.trials()))
+        envs = [{**contract.sweep_cache_environment(session.directory), **env}  # the untrained evaluation, compiled kernels
+                for env in worker_environments(workers, gpus)]
+        bars = SweepProgress(session.sweep_id, controller.limit,
+                             sum(t.state != RUNNING and not t.retry_of for t in session.ledger.trials()),
+                             len(envs), session.spec.metric["name"], progress)
     except BaseException:  # nothing ran: let go of the sweep (a notebook keeps this process alive)
         session.lease.release()
         session.ledger.close()
@@ -385,13 +519,14 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
 
     warm_up = notebook_warm_up(session.project_dir / session.spec.notebook)
 
-    def work(env):
+    def work(slot, env):
         pool = KernelPool(env, session.project_dir, session.directory / "trials", warm_up)
         try:
             while (trial := claim()) is not None:
-                state = run_trial(session, controller, trial, options, running, env, pool=pool)
-                bar.set_postfix_str(f"{trial.name} {state}")
-                bar.update(0 if trial.retry_of else 1)
+                bars.started(slot, trial.name, _max_epochs(trial_parameters(session, trial)))
+                state = run_trial(session, controller, trial, options, running, env, pool=pool,
+                                  on_scrap=lambda name, data: bars.scrap(slot, name, data))
+                bars.ended(slot, trial.name, state, counted=not trial.retry_of)
                 if on_trial_end:
                     on_trial_end(session.directory)
         except BaseException as err:  # surfaced by the main thread
@@ -400,33 +535,50 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         finally:
             pool.close()
 
-    shared = contract.sweep_cache_environment(session.directory)  # the untrained evaluation, compiled kernels
-    envs = [{**shared, **env} for env in worker_environments(workers, gpus)]
     done = [threading.Event() for _ in envs]
 
-    def worker(env, finished):
+    def worker(slot, env, finished):
         try:
-            work(env)
+            work(slot, env)
         finally:
             finished.set()
 
+    threads = [threading.Thread(target=worker, args=(i, env, finished), name=f"worker-{i}", daemon=True)
+               for i, (env, finished) in enumerate(zip(envs, done))]
+
+    def started() -> list[threading.Event]:  # an interrupt may come before every worker has started
+        return [finished for thread, finished in zip(threads, done) if thread.ident is not None]
+
+    def tick() -> None:
+        if bars.tick() and on_update:
+            on_update(session.directory)
+
+    outcome, style = "error", "danger"  # until the workers end or an interrupt has stopped them
     try:
-        for i, (env, finished) in enumerate(zip(envs, done)):
-            threading.Thread(target=worker, args=(env, finished), name=f"worker-{i}", daemon=True).start()
-        _wait(done)
+        for thread in threads:
+            thread.start()
+        if on_update:  # a resumed sweep's trials show at once
+            on_update(session.directory)
+        _wait(done, tick)
+        outcome, style = "done", "success"
     except KeyboardInterrupt:
+        outcome, style = "interrupted", "warning"
         stopping.set()
         running.stop_all("interrupted")
-        log.warning("interrupted: running trials stop after their current epoch (Ctrl-C again kills them); "
-                    "resume with sweep id %s", session.sweep_id)
+        bars.trials.set_postfix_str("interrupted: running trials stop after their epoch (interrupt again kills them)")
+        log.info("interrupted: running trials stop after their current epoch (Ctrl-C again kills them); "
+                 "resume with sweep id %s", session.sweep_id)
         try:
-            _wait(done)
+            _wait(started(), tick)
         except KeyboardInterrupt:
             running.kill_all()
-            _wait(done)
-        raise
+            _wait(started(), tick)
+        raise SweepInterrupted(session.sweep_id, session.directory) from None
     finally:
-        bar.close()
+        if errors:
+            outcome, style = "error", "danger"
+        tick()
+        bars.close(outcome, style)
         session.lease.release()  # every trial of this driver has ended
         trials = session.ledger.trials(with_history=True) if not errors else []
         session.ledger.close()
@@ -435,11 +587,11 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     return SweepResult(session.sweep_id, session.directory, trials)
 
 
-def _wait(done: list[threading.Event]) -> None:
+def _wait(done: list[threading.Event], tick: Callable[[], None]) -> None:
     # Events, not Thread.join: a join interrupted by Ctrl-C can leave is_alive() False for a live thread.
     for event in done:
-        while not event.wait(timeout=0.2):
-            pass
+        while not event.wait(timeout=TICK_S):
+            tick()
 
 
 def stop_sweep(sweep_dir: Path) -> list[str]:
@@ -475,3 +627,45 @@ def make_report(sweep_dir: Path, project_dir: str | Path | None = None) -> dict[
         analysis = run_analysis(sweep_dir, project_dir)
         sweep = open_sweep(sweep_dir)
         return {"analysis": analysis, **(export_best(sweep) or {}), "report": build_html_report(sweep, analysis)}
+
+
+def finish_sweep(sweep_dir: Path, project_dir: str | Path | None = None,
+                 before_report: Callable[[], None] | None = None) -> dict[str, Path] | None:
+    """How a driver's run of a sweep ends, for ``reid-sweep run`` and the driver notebook alike: the
+    last driver to end writes the analysis notebook, ``best/`` and ``report/`` (``make_report``), after
+    ``before_report`` (``--finalize``). While other drivers still run the sweep it says so in one line
+    and returns None: the last of them writes the report."""
+    if DriverLease.any_alive(sweep_dir):
+        running = ", ".join(running_elsewhere(sweep_dir)) or "no trial now"
+        print(f"sweep {sweep_dir.name}: this driver is done; other drivers still run ({running}); "
+              f"the last to end writes the report (or: reid-sweep report {sweep_dir.name})")
+        return None
+    if before_report:
+        before_report()
+    return make_report(sweep_dir, project_dir)
+
+
+def run_in_notebook(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
+                    seed: int | None = None, link_base: str | Path | None = None, **options) -> SweepResult | None:
+    """The driver notebook's run cell (``notebooks/sweep.ipynb``): ``run_sweep``'s bars, a leaderboard
+    redrawn at every epoch with each trial's report link (``LiveLeaderboard``, links relative to
+    ``link_base``, by default the notebook's directory), then the end ``reid-sweep run`` has
+    (``finish_sweep``: the analysis, ``best/``, ``report/``). An interrupt prints one line (what was
+    kept, how to resume) and returns None; running the cell again resumes the sweep."""
+    from reidlib.analysis import LiveLeaderboard
+
+    board = LiveLeaderboard(link_base)
+    try:
+        result = run_sweep(spec, count=count, sweep_id=sweep_id, seed=seed, on_update=board.update, **options)
+    except SweepInterrupted as interrupted:
+        print(interrupted.line())
+        return None
+    try:
+        outputs = finish_sweep(result.directory, options.get("project_dir"))
+    except KeyboardInterrupt:
+        print(f"interrupted while writing the report: every trial is kept; reid-sweep report {result.sweep_id} "
+              "writes it")
+        return result
+    for what, path in (outputs or {}).items():
+        print(f"{what}: {path}")
+    return result
