@@ -1,11 +1,12 @@
 # The two commands of the README: `make demo` (the main job) and `make test`. Each creates .venv/
 # with the project installed (editable, with dev extras) when it is missing, and reuses it otherwise.
+# `make lab` starts JupyterLab on the project's kernel (installing it into .venv if missing).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test bench clean-runs
+.PHONY: demo test lab bench clean-runs
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,7 +17,13 @@ $(INSTALLED): pyproject.toml
 demo: $(INSTALLED)
 	$(VENV)/bin/reid-sweep run sweeps/demo.yaml --finalize
 
-# The HTML report's test opens it in Debian's headless Chromium (about 20 s to install, as root).
+# JupyterLab (a dev dependency) with the repo root as its root and the project's server settings
+# (jupyter_server_config.py: committed notebooks are saved without outputs).
+lab: $(INSTALLED)
+	$(VENV)/bin/jupyter-lab --config=jupyter_server_config.py
+
+# The browser tests (the HTML report; sweep.ipynb in JupyterLab) drive Debian's headless Chromium
+# (about 20 s to install, as root).
 BROWSER_DRIVER := /usr/bin/chromedriver
 $(BROWSER_DRIVER):
 	apt-get update -qq
