@@ -18,9 +18,10 @@ demo: $(INSTALLED)
 	$(VENV)/bin/reid-sweep run sweeps/demo.yaml --finalize
 
 # JupyterLab (a dev dependency) with the repo root as its root and the project's server settings
-# (jupyter_server_config.py: committed notebooks are saved without outputs).
+# (jupyter_server_config.py: committed notebooks are saved without outputs); as root (a container),
+# Jupyter wants --allow-root.
 lab: $(INSTALLED)
-	$(VENV)/bin/jupyter-lab --config=jupyter_server_config.py
+	$(VENV)/bin/jupyter-lab --config=jupyter_server_config.py $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # The browser tests (the HTML report; sweep.ipynb in JupyterLab) drive Debian's headless Chromium
 # (about 20 s to install, as root).
