@@ -32,13 +32,14 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
 MAX_EPOCHS, EPOCH_SECONDS, LRS = 3, 1.5, [0.001, 0.01]
-WAIT_S = 90  # the longest wait for one step on a loaded 2-core machine
-BAR = re.compile(r"(\d+)/(\d+)\s*\[")  # tqdm's "n/total [elapsed<remaining, ...]"
+WAIT_S = 180  # the longest wait for one step (a trial's kernel starting) on a loaded 2-core machine
+BAR = re.compile(r"^(.*?):.*?(\d+)/(\d+|\?)", re.DOTALL)  # tqdm's "desc: pct ... n/total [elapsed<remaining, ...]"
 
 # What the page shows of the notebook's code cells, in order (JupyterLab 4's DOM).
 READ_CELLS = """return Array.from(document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell'),
   cell => ({prompt: cell.querySelector('.jp-InputPrompt').innerText.trim(),
             text: Array.from(cell.querySelectorAll('.jp-OutputArea-output'), o => o.innerText).join('\\n'),
+            bars: Array.from(cell.querySelectorAll('.jp-OutputArea-output .widget-hbox'), b => b.innerText),
             rows: Array.from(cell.querySelectorAll('.jp-OutputArea-output tr'), r => r.innerText)
                        .filter(t => /trial-\\d+/.test(t)),
             links: Array.from(cell.querySelectorAll('.jp-OutputArea-output a[href*=".ipynb"]'), a => a.href)}))"""
@@ -65,8 +66,9 @@ def lab_root(tmp_path_factory, tiny_config) -> Path:
         "results_dir_base": str(root / "runs"),
         "parameters": {"base_lr": {"values": LRS}, "max_epochs": MAX_EPOCHS}}))
     (root / "notebooks").mkdir()
-    papermill.execute_notebook(REPO / "notebooks" / "sweep.ipynb", root / "notebooks" / "sweep.ipynb",
-                               {"spec": str(spec)}, prepare_only=True)
+    notebook = root / "notebooks" / "sweep.ipynb"
+    papermill.execute_notebook(REPO / "notebooks" / "sweep.ipynb", notebook, {"spec": str(spec)}, prepare_only=True)
+    nbformat.write(nbformat.read(notebook, as_version=4), notebook)  # as Jupyter writes it (a final newline)
     (root / ".gitignore").write_text("runs/\n.ipynb_checkpoints/\n")
     for command in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lab"]):
         subprocess.run(["git", *command], cwd=root, check=True)
@@ -127,6 +129,8 @@ class Screenshots:
         if folder is None:
             return
         folder.mkdir(parents=True, exist_ok=True)
+        if element is not None:  # from its top: a screenshot has only what is in view
+            self.browser.execute_script("arguments[0].scrollIntoView({block: 'start'})", element)
         self.browser.save_screenshot(str(folder / f"{name}.png"))
         if element is not None:
             element.screenshot(str(folder / f"{name}-cell.png"))
@@ -188,10 +192,19 @@ class SweepNotebook:
             By.CSS_SELECTOR, ".jp-NotebookPanel:not(.lm-mod-hidden) [data-jp-item-name='interrupt']").click()
 
 
-def bars(text: str) -> dict[int, int]:
-    """The run cell's progress bars by total: {total: n} (the trial bar's total is the number of
-    trials, the epoch bar's the trial's epochs)."""
-    return {int(total): int(n) for n, total in BAR.findall(text)}
+def bars(state: dict) -> dict[str, int]:
+    """A cell's progress bars (tqdm.auto's widgets) by description: {'sweep <id>': trials done,
+    'trial-001': its epochs done, ...}."""
+    found = (BAR.match(text) for text in state["bars"])
+    return {" ".join(m[1].split()): int(m[2]) for m in found if m}
+
+
+def sweep_bar(state: dict) -> int | None:
+    return next((n for name, n in bars(state).items() if name.startswith("sweep ")), None)
+
+
+def finished_rows(state: dict) -> list[str]:
+    return [row for row in state["rows"] if re.search(r"\tfinished\t", row)]
 
 
 def test_sweep_notebook_in_jupyterlab(browser, jupyterlab, lab_root, screenshots):
@@ -215,9 +228,9 @@ def test_sweep_notebook_in_jupyterlab(browser, jupyterlab, lab_root, screenshots
     def first_trial_observed(_):
         nonlocal row_seen
         state = notebook.cells()[run_cell]
-        shown = bars(state["text"])
-        if shown.get(len(LRS)) == 0 and MAX_EPOCHS in shown:
-            epochs_seen.add(shown[MAX_EPOCHS])
+        if sweep_bar(state) == 0:  # no trial has ended
+            if "trial-001" in bars(state):
+                epochs_seen.add(bars(state)["trial-001"])
             row_seen = row_seen or bool(state["rows"])
         return len(epochs_seen) >= 2 and row_seen
 
@@ -226,9 +239,8 @@ def test_sweep_notebook_in_jupyterlab(browser, jupyterlab, lab_root, screenshots
     screenshots.take("2-during-first-trial", notebook.cell_element(run_cell))
 
     # Interrupted while the second trial runs: one calm line, the bar says so
-    notebook.wait.until(lambda _: bars(notebook.cells()[run_cell]["text"]).get(len(LRS)) == 1
-                        and bars(notebook.cells()[run_cell]["text"]).get(MAX_EPOCHS, 0) >= 1,
-                        "the second trial did not start its epochs")
+    notebook.wait.until(lambda _: bars(notebook.cells()[run_cell]).get("trial-002", 0) >= 1,
+                        "the second trial did not run an epoch")
     notebook.interrupt()
     state = notebook.finished(run_cell)
     screenshots.take("3-interrupted", notebook.cell_element(run_cell))
@@ -237,14 +249,22 @@ def test_sweep_notebook_in_jupyterlab(browser, jupyterlab, lab_root, screenshots
 
     # Run again: the same sweep resumes, its leaderboard is back before the resumed trial ends
     notebook.run(run_cell)
-    notebook.wait.until(lambda _: (s := notebook.cells()[run_cell])["prompt"] == "[*]:" and any(
-        "trial-001" in r for r in s["rows"]) and bars(s["text"]).get(MAX_EPOCHS, 0) < MAX_EPOCHS,
-        "the resumed sweep's leaderboard did not show trial-001 while the resumed trial ran")
+
+    def restored(_):
+        state = notebook.cells()[run_cell]
+        running = [n for name, n in bars(state).items() if name.startswith("trial-")]
+        return state["prompt"] == "[*]:" and running and min(running) < MAX_EPOCHS and any(
+            "trial-001" in row for row in finished_rows(state))
+
+    notebook.wait.until(restored, "the resumed sweep's leaderboard did not show trial-001 while a trial ran")
+    screenshots.take("4-resumed-running", notebook.cell_element(run_cell))
     state = notebook.finished(run_cell)
-    screenshots.take("4-resumed", notebook.cell_element(run_cell))
+    screenshots.take("5-resumed-done", notebook.cell_element(run_cell))
     assert "Traceback" not in state["text"], state["text"]
-    assert bars(state["text"]).get(len(LRS)) == len(LRS)
-    assert any("trial-001" in r for r in state["rows"]) and len(state["rows"]) >= len(LRS)
+    assert len(finished_rows(state)) == len(LRS), state["rows"]  # every grid point, once
+    sweep_id = notebook.cells()[run_cell - 1]["text"].strip("'")  # the create cell shows it
+    assert (lab_root / "runs" / sweep_id / "report" / "index.html").is_file()  # it ends as `reid-sweep run`
+    assert (lab_root / "runs" / sweep_id / "best").is_dir()
 
     # The rest of the notebook runs; a trial's link (in the leaderboard or the summary) opens its
     # notebook in JupyterLab (not a 404)
@@ -262,7 +282,7 @@ def test_sweep_notebook_in_jupyterlab(browser, jupyterlab, lab_root, screenshots
            const tab = document.querySelector('.lm-DockPanel-tabBar .lm-TabBar-tab.lm-mod-current');
            if (tab && tab.innerText.includes(arguments[0]) && panel && panel.querySelector('.jp-Cell'))
              return 'opened';""", name), f"{name} did not open")
-    screenshots.take("5-trial-notebook")
+    screenshots.take("6-trial-notebook")
     assert outcome == "opened", outcome
     assert len(browser.window_handles) == opened_before  # in JupyterLab, not a new browser tab
 
