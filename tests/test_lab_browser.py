@@ -31,6 +31,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
 
+# make test's JupyterLab, in its own environment (Makefile: .venv-lab); the kernels run in this one
+LAB_PYTHON = os.environ.get("REID_SWEEP_LAB_PYTHON", str(REPO / ".venv-lab" / "bin" / "python"))
+
 MAX_EPOCHS, EPOCH_SECONDS, LRS = 3, 1.5, [0.001, 0.01]
 WAIT_S = 180  # the longest wait for one step (a trial's kernel starting) on a loaded 2-core machine
 BAR = re.compile(r"^(.*?):.*?(\d+)/(\d+|\?)", re.DOTALL)  # tqdm's "desc: pct ... n/total [elapsed<remaining, ...]"
@@ -91,12 +94,13 @@ def jupyterlab(lab_root, tmp_path_factory):
            "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+           "JUPYTER_PATH": str(Path(sys.prefix) / "share" / "jupyter"),  # the project's kernel
            "WANDB_MODE": "disabled"}
     port, token = free_port(), secrets.token_hex(16)
     log = home / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", f"--config={REPO / 'jupyter_server_config.py'}", "--no-browser",
+            [LAB_PYTHON, "-m", "jupyterlab", f"--config={REPO / 'jupyter_server_config.py'}", "--no-browser",
              "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
              f"--ServerApp.root_dir={lab_root}"], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
