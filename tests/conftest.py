@@ -1,5 +1,6 @@
-"""Shared fixtures: a tiny synthetic dataset and config made in a temp dir (nothing downloads), and one
-small sweep run end to end (shared by the tests that read what a sweep leaves)."""
+"""Shared fixtures: a tiny synthetic dataset and config made in a temp dir (nothing downloads), one
+small sweep run end to end (shared by the tests that read what a sweep leaves), and headless Chromium
+for the browser tests."""
 from __future__ import annotations
 
 import json
@@ -80,3 +81,42 @@ def no_inherited_wandb_service(monkeypatch):
     """wandb puts its service's address in os.environ (WANDB_SERVICE) once a test used it in-process;
     a CLI run by a later test would then write its runs through that service, not its own."""
     monkeypatch.delenv("WANDB_SERVICE", raising=False)
+
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+# Chromium's own connections (updates, sync, field trials) are refused on a closed network: none tried.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--window-size=1400,1000"]
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """Debian's headless Chromium (``chromium`` and ``chromium-driver``; ``make test`` installs them)
+    through Selenium, with a fresh profile."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
+    if missing:
+        pytest.fail(f"{', '.join(missing)}: not installed; apt-get install chromium chromium-driver (make test does)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.selenium_manager import SeleniumManager
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in [*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
+        options.add_argument(flag)
+    with pytest.MonkeyPatch.context() as patch:  # selenium-manager downloads browsers and drivers: never here
+        patch.setattr(SeleniumManager, "binary_paths", lambda *_: pytest.fail("selenium-manager was called"))
+        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Each phase's report on its test (``item.report_call``...): fixtures that keep evidence of a
+    failure (the browser tests' screenshots) read it."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report

@@ -1,43 +1,17 @@
-"""The sweep's HTML report as a reader sees it, in headless Chromium (Debian's chromium and
-chromium-driver; ``make test`` installs them): from ``report/index.html`` every link leads to a page
-that loads (or to an element of it), and every figure on the analysis and trial pages renders."""
+"""The sweep's HTML report as a reader sees it, in headless Chromium (conftest's ``browser``): from
+``report/index.html`` every link leads to a page that loads (or to an element of it), and every figure
+on the analysis and trial pages renders."""
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-# Chromium's own connections (updates, sync, field trials) are refused on a closed network: none tried.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # What a page holds once loaded; Chromium's own error page (a missing file) has #main-frame-error.
 READ_PAGE = """return {url: location.href, error: !!document.getElementById('main-frame-error'),
   links: Array.from(document.links, a => a.href),
   ids: Array.from(document.querySelectorAll('[id]'), e => e.id),
   images: Array.from(document.images, i => ({src: i.src.slice(0, 40), width: i.naturalWidth}))}"""
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.is_file()]
-    if missing:
-        pytest.fail(f"{', '.join(missing)}: not installed; apt-get install chromium chromium-driver (make test does)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.selenium_manager import SeleniumManager
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"]:
-        options.add_argument(flag)
-    with pytest.MonkeyPatch.context() as patch:  # selenium-manager downloads browsers and drivers: never here
-        patch.setattr(SeleniumManager, "binary_paths", lambda *_: pytest.fail("selenium-manager was called"))
-        driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture(scope="module")
