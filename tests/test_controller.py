@@ -227,7 +227,7 @@ def test_bayes_steers_towards_the_better_results():
 
     def next_lr(scores: list[float]) -> float:
         trials = [trial(seq, params={"base_lr": lr}, history=epochs(score))
-                  for seq, (lr, score) in enumerate(zip(lrs, scores), 1)]
+                  for seq, (lr, score) in enumerate(zip(lrs, scores, strict=True), 1)]
         params, _ = controller(raw, seed=3).next_trial(trials)
         return params["base_lr"]
 
