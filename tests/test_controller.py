@@ -10,8 +10,9 @@ from sweeps import RunState
 
 from reidlib.sweep import controller as ctl
 from reidlib.sweep.controller import MAX_KERNEL_DEATHS, MAX_STARTUP_FAILURES, LocalController, SweepPaused
-from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Trial, state_of
+from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Trial
 from reidlib.sweep.spec import normalise
+from reidlib.trial import TrialState
 
 LRS = [1e-1, 1e-2, 1e-3, 1e-4]
 GRID = {"method": "grid", "parameters": {"base_lr": LRS}}
@@ -197,7 +198,7 @@ def test_the_startup_streak_counts_dead_kernels_and_passes_over_interruptions_an
     (None, False, FAILED),  # no summary: it never got to the end
 ])
 def test_a_trials_state_from_its_own_account(status, errored, state):
-    assert state_of(status, errored) == state
+    assert TrialState.of(status, errored) == state
 
 
 @pytest.mark.parametrize("state, run_state, stopped", [
