@@ -6,13 +6,18 @@ steers by the results."""
 from __future__ import annotations
 
 import pytest
-from sweeps import RunState
 
 from reidlib.sweep import controller as ctl
-from reidlib.sweep.controller import MAX_KERNEL_DEATHS, MAX_STARTUP_FAILURES, LocalController, SweepPaused
+from reidlib.sweep.controller import (
+    MAX_KERNEL_DEATHS,
+    MAX_STARTUP_FAILURES,
+    LocalController,
+    SweepPaused,
+)
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, RUNNING, STOPPED, Trial
 from reidlib.sweep.spec import normalise
 from reidlib.trial import TrialState
+from sweeps import RunState
 
 LRS = [1e-1, 1e-2, 1e-3, 1e-4]
 GRID = {"method": "grid", "parameters": {"base_lr": LRS}}
