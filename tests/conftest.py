@@ -49,6 +49,26 @@ def write_spec(tmp_path, tiny_config):
     return write
 
 
+@pytest.fixture
+def run_cli(capsys, monkeypatch):
+    """``run_cli(*argv, cwd=REPO)``: the ``reid-sweep`` CLI run in this process, ``(exit code, stdout,
+    stderr)``. A subprocess would pay seconds of imports per case; the tests about the process itself
+    (its exit status from ``python -m``, what it imports) start one."""
+    from reidlib.sweep import cli
+
+    def run(*argv: str, cwd: Path = REPO) -> tuple[int, str, str]:
+        monkeypatch.chdir(cwd)
+        capsys.readouterr()
+        try:
+            code = cli.main(list(argv))
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
 LRS = [0.0003, 0.003, 0.03]
 
 

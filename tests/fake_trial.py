@@ -53,3 +53,31 @@ def write_fake_trial(path: Path, extra: str = "pass", epoch_seconds: float = 0.0
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+# The sweep's directory from inside a trial (its output directory is <sweep>/<dir>/<trial name>).
+_SWEEP_DIR = "__import__('pathlib').Path(cfg.OUTPUT_DIR).parents[1]"
+
+
+def barrier(parties: int, timeout: float = 60) -> str:
+    """``extra`` code: at its first epoch each trial signs in under its sweep's directory and waits
+    until ``parties`` trials have, so that many trials provably run at once; a trial still alone
+    after ``timeout`` seconds fails (AssertionError: ran alone)."""
+    return (f"if epoch == 1:\n"
+            f"        _signed = {_SWEEP_DIR} / 'barrier'\n"
+            f"        _signed.mkdir(exist_ok=True)\n"
+            f"        (_signed / os.path.basename(cfg.OUTPUT_DIR)).touch()\n"
+            f"        _until = time.time() + {timeout}\n"
+            f"        while len(os.listdir(_signed)) < {parties}:\n"
+            f"            assert time.time() < _until, 'ran alone'\n"
+            f"            time.sleep(0.02)")
+
+
+def wait_for_file(name: str, epoch: int, timeout: float = 60) -> str:
+    """``extra`` code: at ``epoch`` a trial waits until ``name`` exists in its sweep's directory
+    (something outside has happened); after ``timeout`` seconds it fails (AssertionError: no <name>)."""
+    return (f"if epoch == {epoch}:\n"
+            f"        _until = time.time() + {timeout}\n"
+            f"        while not ({_SWEEP_DIR} / {name!r}).exists():\n"
+            f"            assert time.time() < _until, 'no {name}'\n"
+            f"            time.sleep(0.02)")

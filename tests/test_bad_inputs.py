@@ -3,13 +3,10 @@ file and what was expected; the CLI exits 2 and leaves no runs/<id>; the API rai
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from reidlib.errors import ConfigError, DatasetError, ReidSweepError
 from reidlib.trial import build_config
 
@@ -23,15 +20,14 @@ def test_the_corpus_is_large():
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda p: p.stem)
-def test_bad_spec_is_one_line_exit_2_and_leaves_nothing(spec, tmp_path):
+def test_bad_spec_is_one_line_exit_2_and_leaves_nothing(spec, tmp_path, run_cli):
     expect = spec.read_text().splitlines()[0].removeprefix("# expect: ")
     runs = tmp_path / "runs"
     for command in (["validate", str(spec)], ["run", str(spec), "--runs-dir", str(runs), "--wandb", "disabled"]):
-        proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", *command], cwd=REPO, capture_output=True, text=True)
-        lines = proc.stderr.strip().splitlines()
-        assert proc.returncode == 2, proc.stderr
-        assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], proc.stderr
-        assert "Traceback" not in proc.stderr
+        code, _, stderr = run_cli(*command)
+        lines = stderr.strip().splitlines()
+        assert code == 2, stderr
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expect in lines[0], stderr
     assert not runs.exists() or not any(runs.iterdir())
 
 

@@ -21,15 +21,15 @@ def cli(*args, cwd=REPO):
     ({"method": "grid", "parameters": {"base_lr": {"min": 0.1, "max": 1.0}}}, "parameters.base_lr: grid search needs discrete values"),
     ({"method": "grid", "parameters": {"base_lr": [0.1]}, "config_file": "configs/nope.yml"}, "configs/nope.yml: config file not found"),
 ])
-def test_bad_input_is_one_line_and_exit_2(tmp_path, content, words):
+def test_bad_input_is_one_line_and_exit_2(tmp_path, content, words, run_cli):
     spec = tmp_path / "spec.yaml"
     if content is not None:
         spec.write_text(content if isinstance(content, str) else yaml.safe_dump(content))
     runs = tmp_path / "runs"
-    proc = cli("run", str(spec), "--runs-dir", str(runs))
-    assert proc.returncode == 2
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], proc.stderr
+    code, _, stderr = run_cli("run", str(spec), "--runs-dir", str(runs))
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], stderr
     assert not runs.exists() or not any(runs.iterdir())
 
 
@@ -39,16 +39,18 @@ def test_validate_prints_the_normalised_spec():
     assert '"values": [' in proc.stdout and '"metric"' in proc.stdout
 
 
-def test_status_of_unknown_sweep_is_exit_2(tmp_path):
+def test_status_of_unknown_sweep_is_exit_2_from_the_process(tmp_path):
     proc = cli("status", "nosuchid", "--runs-dir", str(tmp_path))
-    assert proc.returncode == 2 and "no sweep found" in proc.stderr
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "no sweep found" in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0
 
 
 @pytest.mark.parametrize("command", ["report", "stop", "sync"])
-def test_commands_on_local_files_refuse_a_wandb_path_without_asking_wandb(tmp_path, command):
-    proc = cli(command, "lab/reid/abc123", "--runs-dir", str(tmp_path))  # WANDB_MODE unset: no server is asked
-    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
-    assert "lab/reid/abc123: no sweep found" in proc.stderr and "Traceback" not in proc.stderr
+def test_commands_on_local_files_refuse_a_wandb_path_without_asking_wandb(tmp_path, command, run_cli, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # unset: no server is asked
+    code, _, stderr = run_cli(command, "lab/reid/abc123", "--runs-dir", str(tmp_path))
+    assert code == 2 and stderr.strip().count("\n") == 0
+    assert "lab/reid/abc123: no sweep found" in stderr
 
 
 def test_the_driver_process_never_imports_torch(tmp_path):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +22,7 @@ import yaml
 
 from conftest import REPO
 from fake_trial import write_fake_trial
-from processes import assert_no_tagged_process
+from processes import assert_no_tagged_process, new_tag, tagged_environment
 from reidlib.sweep import cli, create_sweep, run_sweep
 from reidlib.sweep.controller import MAX_KERNEL_DEATHS
 from reidlib.sweep.lease import DRIVER_GONE
@@ -71,7 +71,7 @@ def killing_trial(tmp_path: Path, plan: list[str], epoch_seconds: float = 0.05) 
 
 def start_driver(spec: Path, sweep_id: str, tmp_path: Path, tag: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", DRIVER, str(spec), sweep_id, str(tmp_path / "runs"), str(tmp_path)],
-                            cwd=tmp_path, env={**os.environ, "REID_SWEEP_FAULT_TEST": tag},
+                            cwd=tmp_path, env=tagged_environment(tag),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -88,7 +88,7 @@ def test_a_driver_killed_again_and_again_loses_no_point_and_reruns_no_finished_t
     spec = write_spec(tmp_path, tiny_config)
     killing_trial(tmp_path, plan)
     sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
-    directory, tag = tmp_path / "runs" / sweep_id, secrets.token_hex(8)
+    directory, tag = tmp_path / "runs" / sweep_id, new_tag()
     codes = []
     for _ in range(len(plan) + 1):  # each run of the driver is killed once, then a resume ends the sweep
         driver = start_driver(spec, sweep_id, tmp_path, tag)
@@ -114,7 +114,7 @@ def test_live_drivers_take_over_a_dead_drivers_trial(tmp_path, tiny_config):
     spec = write_spec(tmp_path, tiny_config, values)
     killing_trial(tmp_path, ["epoch"], epoch_seconds=0.3)
     sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
-    directory, tag = tmp_path / "runs" / sweep_id, secrets.token_hex(8)
+    directory, tag = tmp_path / "runs" / sweep_id, new_tag()
     drivers = [start_driver(spec, sweep_id, tmp_path, tag) for _ in range(3)]
     outputs = [driver.communicate(timeout=300) for driver in drivers]
 
@@ -153,18 +153,32 @@ def test_a_kernel_that_keeps_dying_is_retried_up_to_the_cap_then_failed(tmp_path
 # --- 3. a damaged sweep: one line naming the file and what to do, exit 2 ------------------------------
 
 
-@pytest.fixture
-def finished_sweep(tmp_path, tiny_config, monkeypatch) -> Path:
-    """A finished two-point sweep of fake trials, run by a driver process that has exited (so no
-    connection holds its ledger and SQLite has folded its WAL in); cwd = tmp_path."""
-    spec = write_spec(tmp_path, tiny_config, VALUES[:2])
-    write_fake_trial(tmp_path / "fake.ipynb")
-    sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
-    driver = start_driver(spec, sweep_id, tmp_path, "finished-sweep")
+@pytest.fixture(scope="module")
+def _finished_sweep_once(tmp_path_factory, tiny_config) -> tuple[Path, Path]:
+    """A finished two-point sweep of fake trials, run once per module by a driver process that has
+    exited (so no connection holds its ledger and SQLite has folded its WAL in): ``(its directory,
+    a pristine copy of its project dir)``."""
+    project = tmp_path_factory.mktemp("finished")
+    spec = write_spec(project, tiny_config, VALUES[:2])
+    write_fake_trial(project / "fake.ipynb")
+    sweep_id = create_sweep(spec, project / "runs", project)
+    driver = start_driver(spec, sweep_id, project, "finished-sweep")
     assert driver.wait(timeout=180) == 0, driver.stderr.read()[-2000:]
-    directory = tmp_path / "runs" / sweep_id
-    assert not (directory / "sweep.db-wal").exists()
-    monkeypatch.chdir(tmp_path)
+    assert not (project / "runs" / sweep_id / "sweep.db-wal").exists()
+    pristine = tmp_path_factory.mktemp("finished-pristine") / "project"
+    shutil.copytree(project, pristine, symlinks=True)
+    return project / "runs" / sweep_id, pristine
+
+
+@pytest.fixture
+def finished_sweep(_finished_sweep_once, monkeypatch) -> Path:
+    """The finished sweep's directory, as the driver left it (restored in place: its ledger and notebooks
+    name their absolute paths); cwd = its project dir."""
+    directory, pristine = _finished_sweep_once
+    project = directory.parents[1]
+    shutil.rmtree(project)
+    shutil.copytree(pristine, project, symlinks=True)
+    monkeypatch.chdir(project)
     return directory
 
 

@@ -9,7 +9,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import sqlite3
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import wandb
 import yaml
 
 from conftest import REPO
-from fake_trial import write_fake_trial
-from processes import assert_no_tagged_process
+from fake_trial import barrier, wait_for_file, write_fake_trial
+from processes import assert_no_tagged_process, new_tag, tagged_environment
 from reidlib.sweep import cli, create_sweep, ledger as ledger_module, run_sweep
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
@@ -34,10 +33,10 @@ from wandb_offline import read_run
 
 @pytest.fixture
 def grid_spec(tmp_path, tiny_config):
-    """``make(values, max_epochs, epoch_seconds)``: the path of a grid sweep of fake trials over base_lr."""
+    """``make(values, max_epochs, epoch_seconds, extra)``: the path of a grid sweep of fake trials over base_lr."""
 
-    def make(values: list[float], max_epochs: int = 2, epoch_seconds: float = 0.05) -> Path:
-        write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=epoch_seconds)
+    def make(values: list[float], max_epochs: int = 2, epoch_seconds: float = 0.05, extra: str = "pass") -> Path:
+        write_fake_trial(tmp_path / "fake.ipynb", extra, epoch_seconds=epoch_seconds)
         path = tmp_path / "spec.yaml"
         path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", "method": "grid",
                                         "parameters": {"base_lr": {"values": values}, "max_epochs": max_epochs}}))
@@ -144,20 +143,23 @@ def test_wandb_failing_costs_no_trial_and_sync_writes_its_runs_from_the_ledger(f
 # --- 2. the ledger locked by another process ------------------------------------------------------
 
 # Holds an exclusive SQLite transaction on the ledger once ``condition`` counts a row, until ``hold``
-# seconds pass or the ``release`` file appears; prints when it took and dropped the lock.
+# seconds pass or the ``release`` file appears. It prints the time once it holds the lock (then makes
+# the file ``locked`` beside the ledger) and the time just before it lets go: whatever waited for the
+# lock happened after the second.
 LOCKER = """
 import pathlib, sqlite3, sys, time
-db, condition, hold, release = sys.argv[1], sys.argv[2], float(sys.argv[3]), pathlib.Path(sys.argv[4])
+db, condition, hold, release = pathlib.Path(sys.argv[1]), sys.argv[2], float(sys.argv[3]), pathlib.Path(sys.argv[4])
 conn = sqlite3.connect(db, isolation_level=None)
 while not conn.execute(condition).fetchone()[0]:
     time.sleep(0.02)
 conn.execute("BEGIN EXCLUSIVE")
 print(time.time(), flush=True)
+(db.parent / "locked").touch()
 until = time.time() + hold
 while time.time() < until and not release.exists():
     time.sleep(0.02)
-conn.execute("COMMIT")
 print(time.time(), flush=True)
+conn.execute("COMMIT")
 """
 FIRST_EPOCH = "SELECT COUNT(*) FROM history"
 FIRST_FINISHED = "SELECT COUNT(*) FROM trials WHERE state = 'finished'"
@@ -170,7 +172,8 @@ def _lock_ledger(sweep_dir: Path, condition: str, hold: float) -> subprocess.Pop
 
 def test_a_ledger_locked_for_a_while_makes_the_sweep_wait_not_lose(grid_spec, tmp_path):
     values = [1e-3, 1e-2, 1e-1]
-    spec = grid_spec(values, max_epochs=4, epoch_seconds=0.2)
+    # the first trial's second epoch waits for the lock: the driver meets it mid-trial, and waits
+    spec = grid_spec(values, max_epochs=4, extra=wait_for_file("locked", epoch=2))
     sweep_id = create_sweep(spec, tmp_path / "runs", tmp_path)
     directory = tmp_path / "runs" / sweep_id
     locker = _lock_ledger(directory, FIRST_EPOCH, hold=3)
@@ -178,7 +181,8 @@ def test_a_ledger_locked_for_a_while_makes_the_sweep_wait_not_lose(grid_spec, tm
     locked, unlocked = map(float, locker.communicate(timeout=30)[0].split())
 
     assert unlocked - locked >= 2.9
-    assert any(t.started < locked and t.ended > unlocked for t in result.trials)  # it ran through the lock
+    first = result.trials[0]
+    assert first.started < locked and first.ended > unlocked  # it ran through the lock
     assert [t.state for t in result.trials] == ["finished"] * 3 and all(len(t.history) == 4 for t in result.trials)
     assert_records_agree(directory)
     assert_no_process_left()
@@ -277,10 +281,12 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_it_resumes(grid_spec, tmp
 
 
 def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
-    values = [round(1e-4 * (i + 1), 6) for i in range(40)]
-    spec = grid_spec(values)
-    tag = secrets.token_hex(8)  # marks every process these drivers start, kernels and wandb's included
-    env = {**os.environ, "REID_SWEEP_FAULT_TEST": tag}
+    # the first four trials wait for each other (one per driver: each runs one trial at a time), so all
+    # four drivers claim from the ledger at once; the rest of the grid is shared out as they finish
+    values = [round(1e-4 * (i + 1), 6) for i in range(12)]
+    spec = grid_spec(values, extra=barrier(4))
+    tag = new_tag()  # marks every process these drivers start, kernels and wandb's included
+    env = tagged_environment(tag)
     command = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs", "--wandb", "offline"]
 
     def start(*extra):
@@ -297,11 +303,11 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
 
     assert [d.returncode for d in drivers] == [0] * 4, [err[-2000:] for _, err in outputs]
     trials = trials_of(db.parent)
-    assert len(trials) == 40 and all(t.state == "finished" and len(t.history) == 2 for t in trials)
+    assert len(trials) == 12 and all(t.state == "finished" and len(t.history) == 2 for t in trials)
     assert Counter(t.params["base_lr"] for t in trials) == Counter(values)  # no point twice, none lost
     assert len({t.worker for t in trials}) == 4  # every driver ran trials
-    assert len(list((db.parent / "trials").glob("trial-*.ipynb"))) == 40
-    assert len(list((db.parent / "wandb").glob("offline-run-*"))) == 40
+    assert len(list((db.parent / "trials").glob("trial-*.ipynb"))) == 12
+    assert len(list((db.parent / "wandb").glob("offline-run-*"))) == 12
     assert_records_agree(db.parent)
     assert any("best trial: " in out for out, _ in outputs) and (db.parent / "report" / "index.html").is_file()
     assert_no_tagged_process(tag)

@@ -89,13 +89,16 @@ def test_a_checkpoint_with_one_optimiser_group_per_parameter_is_refused_by_name(
         do_train(cfg, model, loaders, resume=str(tmp_path / "old.pth"))
 
 
-def test_center_loss_trains_and_checkpoints_its_centers(tiny_config, tmp_path):
+def test_center_loss_trains_and_checkpoints_its_centers_stepped_at_center_lr(tiny_config, tmp_path):
     cfg, loaders, model = setup(tiny_config, tmp_path, max_epochs=1)
-    cfg = build_config(str(tiny_config), {"MODEL.IF_WITH_CENTER": "yes", "MODEL.METRIC_LOSS_TYPE": "triplet_center"},
-                       output_dir=str(tmp_path), max_epochs=1)
+    cfg = build_config(str(tiny_config), {"MODEL.IF_WITH_CENTER": "yes", "MODEL.METRIC_LOSS_TYPE": "triplet_center",
+                                          "SOLVER.CENTER_LR": 0.37}, output_dir=str(tmp_path), max_epochs=1)
     result = do_train(cfg, model, loaders)
     assert result.status == "finished"
-    assert "center" in torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    saved = torch.load(tmp_path / "checkpoint.pth", weights_only=True)
+    assert "center" in saved
+    # the centers have their own SGD at SOLVER.CENTER_LR (upstream's optimizer_center), not the model's lr
+    assert [group["lr"] for group in saved["center_optimizer"]["param_groups"]] == [0.37] != [cfg.SOLVER.BASE_LR]
 
 
 def test_any_other_error_is_recorded_as_failed_then_raised(tiny_config, tmp_path):

@@ -44,16 +44,38 @@ def test_last_stride_one_doubles_the_feature_map():
 
 
 def test_bnneck_feeds_triplet_before_and_classifier_after():
+    """Training: the triplet (and center) loss gets the pooled feature before the BNNeck, the classifier
+    the feature after it (the paper's point: the two losses act in different spaces)."""
+    torch.manual_seed(0)
     cfg = load_config(None, {"MODEL.NAME": "resnet18", "MODEL.PRETRAIN_CHOICE": "none"})
     model = make_model(cfg, num_classes=5)
     assert model.bottleneck.bias.requires_grad is False and model.classifier.bias is None
     model.train()
-    scores, global_feat = model(torch.randn(4, 3, 64, 32))
-    assert scores.shape == (4, 5) and global_feat.shape == (4, 512)
+    x = torch.randn(4, 3, 64, 32)
+    scores, triplet_feat = model(x)
+    with torch.no_grad():
+        pooled = model.gap(model.base(x)).flatten(1)
+        after_neck = model.bottleneck(pooled)
+    assert scores.shape == (4, 5) and triplet_feat.shape == (4, 512)
+    assert not torch.allclose(pooled, after_neck, atol=1e-3)  # the neck does change the feature
+    assert torch.allclose(triplet_feat, pooled, atol=1e-5)
+    assert torch.allclose(scores, model.classifier(after_neck), atol=1e-5)
+
+
+@pytest.mark.parametrize("neck_feat", ["before", "after"])
+def test_evaluation_returns_the_feature_test_neck_feat_names(neck_feat):
+    torch.manual_seed(0)
+    cfg = load_config(None, {"MODEL.NAME": "resnet18", "MODEL.PRETRAIN_CHOICE": "none", "TEST.NECK_FEAT": neck_feat})
+    model = make_model(cfg, num_classes=5)
+    model.bottleneck.running_mean.fill_(0.5)  # statistics a trained neck would have: not the identity
+    model.bottleneck.running_var.fill_(4.0)
     model.eval()
-    after = model(torch.randn(2, 3, 64, 32))
-    model.neck_feat = "before"
-    assert after.shape == model(torch.randn(2, 3, 64, 32)).shape == (2, 512)
+    x = torch.randn(2, 3, 64, 32)
+    with torch.no_grad():
+        pooled = model.gap(model.base(x)).flatten(1)
+        expected = model.bottleneck(pooled) if neck_feat == "after" else pooled
+        assert not torch.allclose(pooled, model.bottleneck(pooled), atol=1e-3)
+        assert torch.allclose(model(x), expected, atol=1e-5)
 
 
 def test_imagenet_without_weights_file_is_a_clear_error():
@@ -84,7 +106,7 @@ def test_warmup_then_steps_per_epoch_as_upstream():
     assert lrs == pytest.approx([0.505, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01, 0.01])
 
 
-def test_center_loss_pulls_features_to_their_center_with_its_own_lr():
+def test_center_loss_pulls_features_to_their_center():
     cfg = load_config(None, {"MODEL.IF_WITH_CENTER": "yes", "MODEL.METRIC_LOSS_TYPE": "triplet_center",
                              "DATALOADER.SAMPLER": "softmax_triplet", "DATALOADER.NUM_INSTANCE": 2,
                              "SOLVER.IMS_PER_BATCH": 4, "SOLVER.CENTER_LOSS_WEIGHT": 0.5})
