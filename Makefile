@@ -45,6 +45,7 @@ $(BROWSER_DRIVER):
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
 
 test: $(INSTALLED) $(LAB_INSTALLED) $(BROWSER_DRIVER)
+	$(PY) -m ruff check .
 	$(PY) -m pytest tests --nbval-lax notebooks/train.ipynb
 
 clean-runs:

@@ -213,7 +213,7 @@ def market(args) -> None:
          f"(measured on {args.sample} images)", f"{per_image:.4f}", "", None),
         (f"features of a trial's {images:,} images: model + per image x {images:,} (scaled linearly)",
          f"{extract_s:.1f}", "", None),
-        (f"re-extracting re-ranking trial (features + the cached trial's evaluation)",
+        ("re-extracting re-ranking trial (features + the cached trial's evaluation)",
          f"{extract_s + rerank_s:.1f}", "", None),
         (f"{TRIALS} re-ranking trials on cached features (1 extraction + {TRIALS} cached trials)",
          f"{cached_sweep_s:.1f}", "", None),

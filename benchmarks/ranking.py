@@ -18,8 +18,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from reidlib.evaluation import evaluate_rank  # noqa: E402
 from test_evaluation import reference_eval  # noqa: E402
+
+from reidlib.evaluation import evaluate_rank  # noqa: E402
 
 
 def market_sized_problem(seed: int = 0):

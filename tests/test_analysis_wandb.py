@@ -8,9 +8,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
 import wandb
 from conftest import REPO
+
 from reidlib import analysis
 from reidlib import trial as contract
 from reidlib.analysis.wandb_sweep import WandbSweep

@@ -19,14 +19,14 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-
 from conftest import REPO
 from fake_trial import write_fake_trial
 from processes import assert_no_tagged_process, new_tag, tagged_environment
+from test_faults import assert_no_process_left, error_line, trials_of
+
 from reidlib.sweep import cli, create_sweep, run_sweep
 from reidlib.sweep.controller import MAX_KERNEL_DEATHS
 from reidlib.sweep.lease import DRIVER_GONE
-from test_faults import assert_no_process_left, error_line, trials_of
 
 VALUES = [1e-3, 1e-2, 1e-1]
 TARGET = 1e-2  # the grid point the faults hit

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-
 import os
 import signal
 import subprocess
@@ -14,18 +13,18 @@ from collections import Counter
 
 import pytest
 import yaml
-
 from fake_trial import barrier, write_fake_trial
 from processes import assert_no_tagged_process, new_tag, tagged_environment
-from reidlib.sweep import driver, run_sweep
+from wandb_offline import read_run
+
 from reidlib.analysis import open_local_sweep
-from reidlib.sweep.bridge import wandb_destination, write_missing_runs
 from reidlib.errors import SweepStateError
+from reidlib.sweep import driver, run_sweep
+from reidlib.sweep.bridge import wandb_destination, write_missing_runs
 from reidlib.sweep.controller import SweepPaused
 from reidlib.sweep.lease import DriverLease
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
-from wandb_offline import read_run
 
 
 @pytest.fixture
@@ -266,6 +265,7 @@ def test_stop_command_ends_the_sweep_after_running_trials(sweep_env, tmp_path):
 
 def test_driver_notebook_runs_and_resumes_a_sweep(tmp_path, tiny_config):
     from conftest import REPO
+
     from reidlib.sweep.runner import execute_notebook
 
     write_fake_trial(tmp_path / "fake.ipynb")

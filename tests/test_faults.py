@@ -21,14 +21,15 @@ import psutil
 import pytest
 import wandb
 import yaml
-
 from conftest import REPO
 from fake_trial import barrier, wait_for_file, write_fake_trial
 from processes import assert_no_tagged_process, new_tag, tagged_environment
-from reidlib.sweep import cli, create_sweep, ledger as ledger_module, run_sweep
+from wandb_offline import read_run
+
+from reidlib.sweep import cli, create_sweep, run_sweep
+from reidlib.sweep import ledger as ledger_module
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
-from wandb_offline import read_run
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import warnings
 from itertools import pairwise
 
 import pytest
-
 from conftest import REPO
+
 from reidlib import analysis, report
 from reidlib.sweep.ledger import FINISHED, Ledger
 from reidlib.wandb_run import flat_summary

@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from conftest import REPO
 
 from reidlib.data.build import make_data_loaders
 from reidlib.engine import do_train, seed_everything
 from reidlib.modeling import make_model
 from reidlib.trial import build_config
-
-from conftest import REPO
 
 
 def train(tmp_path, base_lr: float) -> tuple[float, float]:

@@ -10,6 +10,7 @@ import math
 
 import pytest
 import torch
+from conftest import REPO
 from torch import nn
 from torch.nn import functional as F
 from torchvision import models
@@ -22,8 +23,6 @@ from reidlib.losses import make_loss
 from reidlib.modeling import make_model
 from reidlib.modeling.backbones import make_backbone
 from reidlib.trial import build_config
-
-from conftest import REPO
 
 RECIPE = {"base": 3.5e-4, "steps": [40, 70], "gamma": 0.1, "factor": 0.01, "iters": 10}
 

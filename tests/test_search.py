@@ -11,14 +11,14 @@ import sqlite3
 
 import pytest
 import yaml
-
 from fake_trial import write_fake_trial
+from wandb_offline import _items, read_run
+
 from reidlib.errors import SpecError, SweepStateError
 from reidlib.sweep import run_sweep
 from reidlib.sweep.controller import LocalController
 from reidlib.sweep.ledger import FINISHED, RUNNING, Ledger, Trial
 from reidlib.sweep.spec import check_against_config, check_notebook_parameters, load_spec, normalise
-from wandb_offline import _items, read_run
 
 LR = {"distribution": "log_uniform_values", "min": 1e-5, "max": 1e-1}
 CONDITIONAL = {"optimizer": {"values": ["SGD", "Adam"]},

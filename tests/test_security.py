@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import yaml
-
 from fake_trial import write_fake_trial
+
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
 
@@ -37,8 +37,9 @@ def test_secrets_never_reach_notebooks_ledger_reports_or_logs(tmp_path, tiny_con
         assert FAKE_KEY.encode() not in data and FAKE_TOKEN.encode() not in data, path
     assert FAKE_KEY not in proc.stdout + proc.stderr
     for trial in Ledger(sweep_dir / "sweep.db").trials():
-        from reidlib.trial import scraps_in
         import nbformat
+
+        from reidlib.trial import scraps_in
 
         assert scraps_in(nbformat.read(trial.notebook, as_version=4))["seen"] == {}
 

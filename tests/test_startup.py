@@ -11,9 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from reidlib import trial
 from reidlib.data import image_cache
 

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
-from reidlib.analysis import open_sweep
-from reidlib.trial import VAL_KEYS, EPOCH_KEYS, read_trial_notebook
+from conftest import LRS, REPO
 from wandb_offline import read_run
 
-from conftest import LRS, REPO
+from reidlib.analysis import open_sweep
+from reidlib.trial import EPOCH_KEYS, VAL_KEYS, read_trial_notebook
 
 
 def test_every_trial_leaves_a_notebook_with_its_scraps(sweep):

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import nbformat
-
 from conftest import REPO
+
 from reidlib import trial
 from reidlib.sweep.runner import ensure_kernelspec, execute_notebook
 

@@ -5,15 +5,15 @@ from __future__ import annotations
 import threading
 
 import pytest
-import yaml
-
 import wandb
+import yaml
 from fake_trial import write_fake_trial
+from wandb.agents.pyagent import _terminate_thread
+
 from reidlib.sweep.ledger import Ledger
 from reidlib.sweep.spec import load_spec
 from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 from reidlib.trial import read_trial_notebook
-from wandb.agents.pyagent import _terminate_thread
 
 
 class FakeRun:

@@ -27,7 +27,17 @@ import pandas as pd
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
-from reidlib.report import FONT, curve, epoch_axis, finish_figure, is_rate, label_axes, new_figure, percent, percent_axis
+from reidlib.report import (
+    FONT,
+    curve,
+    epoch_axis,
+    finish_figure,
+    is_rate,
+    label_axes,
+    new_figure,
+    percent,
+    percent_axis,
+)
 from reidlib.report import show as show  # the notebook's analysis.show(table)
 from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease

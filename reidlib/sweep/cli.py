@@ -79,7 +79,14 @@ def _all_failed(directory: Path) -> str | None:
 
 def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
     """Print a sweep's results; ``outputs``: what ``finish_sweep`` wrote, else written now (``make_report``)."""
-    from reidlib.analysis import SELECTED_ON_TEST, hyperband_savings, leaderboard, open_sweep, selected_on_test, selection_check
+    from reidlib.analysis import (
+        SELECTED_ON_TEST,
+        hyperband_savings,
+        leaderboard,
+        open_sweep,
+        selected_on_test,
+        selection_check,
+    )
     from reidlib.sweep.driver import make_report
 
     outputs = outputs if outputs is not None else make_report(sweep_dir)
@@ -138,11 +145,10 @@ def _cmd_run(args) -> int:
             print(f"{spec.source}: {local}, which a W&B server sweep cannot run: the search runs on this machine "
                   f"and the runs are still logged online to W&B project {destination['project']}")
         if wandb_mode(args.wandb) == "online" and not local:  # the W&B server searches; this machine is its first agent
+            from reidlib.sweep.evaluation_spec import resolve_evaluation
             from reidlib.sweep.holdout import resolve_holdout
             from reidlib.sweep.spec import check_against_config
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
-
-            from reidlib.sweep.evaluation_spec import resolve_evaluation
 
             spec = resolve_evaluation(spec, args.runs_dir or "runs")
             check_against_config(spec)

@@ -57,8 +57,9 @@ from reidlib.trial import TrialStatus, best_value
 
 with warnings.catch_warnings():  # sweeps' pydantic models use v1 config names
     warnings.simplefilter("ignore")
-    from sweeps import RunState, SweepRun, next_run, stop_runs
     from sweeps.params import HyperParameter
+
+    from sweeps import RunState, SweepRun, next_run, stop_runs
 
 _RUN_STATE = {RUNNING: RunState.running, FINISHED: RunState.finished, STOPPED: RunState.finished,
               FAILED: RunState.failed, CRASHED: RunState.crashed}

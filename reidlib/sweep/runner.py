@@ -23,11 +23,11 @@ from typing import Any, Callable, Sequence
 import nbformat
 import papermill
 from jupyter_core.utils import run_sync
+from nbclient.exceptions import DeadKernelError
 from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines
-from papermill.iorw import LocalHandler, chdir, papermill_io
-from nbclient.exceptions import DeadKernelError
 from papermill.exceptions import PapermillExecutionError
+from papermill.iorw import LocalHandler, chdir, papermill_io
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
