@@ -4,6 +4,7 @@ for the browser tests."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,6 +12,8 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+# make test's JupyterLab, in its own environment (Makefile: .venv-lab); the kernels run in this one
+LAB_PYTHON = os.environ.get("REID_SWEEP_LAB_PYTHON", str(REPO / ".venv-lab" / "bin" / "python"))
 sys.path.insert(0, str(Path(__file__).parent))  # test helpers (wandb_offline)
 
 TINY_CONFIG = {

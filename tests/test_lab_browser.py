@@ -24,15 +24,12 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import REPO
+from conftest import LAB_PYTHON, REPO
 from fake_trial import write_fake_trial
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import WebDriverWait
-
-# make test's JupyterLab, in its own environment (Makefile: .venv-lab); the kernels run in this one
-LAB_PYTHON = os.environ.get("REID_SWEEP_LAB_PYTHON", str(REPO / ".venv-lab" / "bin" / "python"))
 
 MAX_EPOCHS, EPOCH_SECONDS, LRS = 3, 1.5, [0.001, 0.01]
 WAIT_S = 180  # the longest wait for one step (a trial's kernel starting) on a loaded 2-core machine
