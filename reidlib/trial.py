@@ -47,6 +47,8 @@ SCRAP_MIMETYPE = "application/scrapbook.scrap.json+json"
 # these in their kernels' environment): the untrained network's val/* (reidlib.engine.trainer), and
 # SOLVER.COMPILE's inductor and Triton kernels (torch reads the last two itself).
 UNTRAINED_CACHE_ENV = "REID_SWEEP_UNTRAINED_CACHE"
+# Where a notebook run by papermill will be read (its HTML export), for its relative links
+LINK_BASE_ENV = "REID_SWEEP_LINK_BASE"
 COMPILE_CACHE_ENVS = {"TORCHINDUCTOR_CACHE_DIR": "inductor", "TRITON_CACHE_DIR": "triton"}
 MAXIMIZE = "maximize"  # a metric goal (the other is "minimize")
 DEFAULT_METRIC = {"name": "val/mAP", "goal": MAXIMIZE}  # what a sweep searches on unless its spec says
@@ -178,7 +180,10 @@ def use_project_root() -> Path:
 
 def notebook_dir() -> Path:
     """Where relative links in this notebook's outputs resolve: the directory its kernel started in
-    (JupyterLab starts a notebook's kernel in the notebook's directory), before ``use_project_root``."""
+    (JupyterLab starts a notebook's kernel in the notebook's directory), before ``use_project_root``;
+    a papermill run started elsewhere is told through ``REID_SWEEP_LINK_BASE``."""
+    if os.environ.get(LINK_BASE_ENV):
+        return Path(os.environ[LINK_BASE_ENV]).resolve()
     return _kernel_start_dir or Path.cwd().resolve()
 
 

@@ -190,9 +190,9 @@ def test_a_trial_that_ignores_its_time_limit_is_killed(sweep_env, monkeypatch):
     assert t.state == "failed" and t.exit_reason.startswith("time limit")
 
 
-def _cli_sweep(tmp_path, tiny_config, spec: dict):
+def _cli_sweep(tmp_path, tiny_config, spec: dict, extra: str = "pass"):
     """A fake-trial sweep run by the CLI in a subprocess: ``(command, runs_dir)``."""
-    write_fake_trial(tmp_path / "fake.ipynb", epoch_seconds=0.5)
+    write_fake_trial(tmp_path / "fake.ipynb", extra=extra, epoch_seconds=0.5)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", **spec}))
     runs = tmp_path / "runs"
@@ -233,7 +233,9 @@ def test_driver_killed_mid_trial_then_resumed(tmp_path, tiny_config):
 def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, tiny_config):
     spec = grid([1e-3, 1e-2])
     spec["parameters"]["max_epochs"] = 12
-    cmd, runs = _cli_sweep(tmp_path, tiny_config, spec)
+    interrupted_once = tmp_path / "interrupted"  # until then an epoch takes 5 s: the signal lands mid-trial
+    cmd, runs = _cli_sweep(tmp_path, tiny_config, spec,
+                           extra=f"os.path.exists({str(interrupted_once)!r}) or time.sleep(5)")
     tag = new_tag()
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=tagged_environment(tag), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
@@ -247,6 +249,7 @@ def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, t
     assert summary["status"] == "stopped_early" and 1 <= len(epochs) < 12  # saved, with its summary
     assert_no_tagged_process(tag, timeout=5)  # the driver ended its kernel, not its parent poller
 
+    interrupted_once.touch()
     resumed = subprocess.run(cmd + ["--sweep-id", db.parent.name], cwd=tmp_path, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = Ledger(db).trials()

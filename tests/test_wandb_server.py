@@ -146,7 +146,7 @@ def test_one_run_of_several_specs_creates_each_sweep_in_its_own_project(fake_wan
         return f"sweep{len(created)}"
 
     monkeypatch.setattr(wandb, "sweep", sweep)
-    monkeypatch.setattr(cli, "_report", lambda directory: None)
+    monkeypatch.setattr(cli, "_report", lambda directory, outputs: None)
     monkeypatch.chdir(tmp_path)
     write_fake_trial(tmp_path / "fake.ipynb")
     specs = []

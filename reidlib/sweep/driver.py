@@ -611,7 +611,9 @@ def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path
     """Execute the analysis notebook for a sweep into ``<sweep_dir>/analysis.ipynb``."""
     project_dir = Path(project_dir or Path.cwd()).resolve()
     output = sweep_dir / "analysis.ipynb"
-    outcome = execute_notebook(ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())}, cwd=project_dir)
+    # its links are read in the HTML report (report/analysis.html), beside the trials' pages
+    outcome = execute_notebook(ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())}, cwd=project_dir,
+                               env={contract.LINK_BASE_ENV: str((sweep_dir / "report").resolve())})
     if outcome.error:
         log.warning("analysis notebook failed (%s); see %s", outcome.error, output)
     return output
