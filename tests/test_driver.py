@@ -237,8 +237,11 @@ def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, t
     cmd, runs = _cli_sweep(tmp_path, tiny_config, spec,
                            extra=f"os.path.exists({str(interrupted_once)!r}) or time.sleep(5)")
     tag = new_tag()
+    # Ctrl-C as a terminal delivers it: a background job (nohup, `make test &`) inherits SIGINT ignored,
+    # and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=tagged_environment(tag), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     db = _wait_for_epochs(runs, 1)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
