@@ -111,11 +111,15 @@ def generate(config_file: str, overrides: dict) -> None:
 
 
 def run_mode(probe: Path, work: Path, config_file: str, overrides: dict, trials: int, after: bool) -> list[dict]:
+    from reidlib.sweep.driver import spare_after_first_epoch
     from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 
     env = {CACHE_ENV: str(work / "cache"), UNTRAINED_CACHE_ENV: str(work / "untrained")} if after else {CACHE_ENV: "off"}
     env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)  # as a one-worker sweep gives its kernel
-    pool = KernelPool(env, REPO, work / "kernels", notebook_warm_up(REPO / "notebooks" / "train.ipynb") if after else ())
+    # the driver's policy: on a CPU worker the spare starts after the trial's first epoch (the probe has
+    # none, so after it ends); in the "before" mode, at once (as until issue 18)
+    pool = KernelPool(env, REPO, work / "kernels", notebook_warm_up(REPO / "notebooks" / "train.ipynb") if after else (),
+                      spare_after_first_epoch=after and spare_after_first_epoch(env))
     results = []
     try:
         for i in range(trials):
@@ -157,19 +161,23 @@ def table(name: str, before: list[dict], after: list[dict]) -> None:
 
 
 def sweep_walls(work: Path, trials: int, epochs: int, rounds: int) -> None:
-    """Whole demo sweeps (the driver, hyperband off) on warm and on plain pooled kernels, alternated:
-    a spare imports torch while the previous trial trains, which only pays where that trial leaves
-    the CPU idle (a GPU trial) and costs the trial itself where it does not."""
+    """Whole demo sweeps (the driver, hyperband off) on plain pooled kernels and on warm ones whose
+    spare starts at once or after the running trial's first epoch, in rotating order: a spare imports
+    torch while the previous trial trains, which only pays where that trial leaves the CPU idle (a GPU
+    trial) and costs the trial itself where it does not."""
     from reidlib.sweep import driver, run_sweep
 
-    declared = driver.notebook_warm_up
+    declared, policy = driver.notebook_warm_up, driver.spare_after_first_epoch
     lrs = [3e-3, 1e-3, 3e-4, 1e-4, 2e-3, 5e-4, 2e-4, 5e-5][:trials]
-    walls = {"warm": [], "plain": []}
+    modes = ("plain", "warm, spare at once", "warm, spare after epoch 1")
+    walls = {mode: [] for mode in modes}
     for i in range(rounds):
-        for mode in ("plain", "warm") if i % 2 == 0 else ("warm", "plain"):
-            driver.notebook_warm_up = declared if mode == "warm" else (lambda notebook: [])
-            spec = work / f"{mode}-{i}.yaml"
-            spec.write_text(yaml.safe_dump({"name": f"{mode}-{i}", "config_file": str(REPO / "configs" / "synthetic.yml"),
+        for mode in modes[i % 3:] + modes[:i % 3]:
+            driver.notebook_warm_up = declared if mode != "plain" else (lambda notebook: [])
+            after_first_epoch = mode.endswith("epoch 1")
+            driver.spare_after_first_epoch = lambda env, after=after_first_epoch: after
+            spec = work / f"{modes.index(mode)}-{i}.yaml"
+            spec.write_text(yaml.safe_dump({"name": f"mode{modes.index(mode)}-{i}", "config_file": str(REPO / "configs" / "synthetic.yml"),
                                             "method": "grid", "parameters": {"base_lr": {"values": lrs}},
                                             "defaults": {"max_epochs": epochs}}))
             start = time.perf_counter()
@@ -177,8 +185,8 @@ def sweep_walls(work: Path, trials: int, epochs: int, rounds: int) -> None:
             walls[mode].append((time.perf_counter() - start) / trials)
             if any(t.state != "finished" for t in result.trials):
                 raise SystemExit(f"a {mode} trial did not finish")
-    driver.notebook_warm_up = declared
-    print(f"\nwhole sweeps: {trials} demo trials of {epochs} epochs, {rounds} rounds alternated; seconds per trial\n")
+    driver.notebook_warm_up, driver.spare_after_first_epoch = declared, policy
+    print(f"\nwhole sweeps: {trials} demo trials of {epochs} epochs, {rounds} rounds, order rotated; seconds per trial\n")
     print("| kernels | per trial (median) | all rounds | ratio to plain |\n|---|---|---|---|")
     plain = statistics.median(walls["plain"])
     for mode, values in walls.items():

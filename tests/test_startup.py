@@ -221,6 +221,42 @@ def test_a_pooled_kernel_has_imported_torch_before_its_trial(tmp_path):
         assert nbformat.read(tmp_path / f"{warm}.ipynb", as_version=4).cells[0].execution_count == 1
 
 
+@pytest.mark.parametrize("env, waits", [({}, True), ({"CUDA_VISIBLE_DEVICES": "0"}, False)])
+def test_a_cpu_workers_spare_waits_for_the_running_trials_first_epoch(tmp_path, env, waits):
+    """On a CPU worker the next kernel starts (and imports torch) only once the running trial has trained an
+    epoch or ended, never beside its start-up; a worker with its own GPU starts it at once."""
+    import threading
+
+    from reidlib.sweep.driver import spare_after_first_epoch
+    from reidlib.sweep.runner import KernelPool, _on_first_epoch
+
+    pool = KernelPool(env, REPO, tmp_path, spare_after_first_epoch=spare_after_first_epoch(env))
+    started = []
+    spare_started = threading.Event()
+
+    def start():
+        started.append(len(started) + 1)
+        if len(started) > 1:
+            spare_started.set()
+        return len(started)
+
+    pool._start = start  # no kernel processes: the policy alone
+    try:
+        assert pool.take() == 1  # the first trial's kernel, started on demand
+        seen = []
+        on_scrap = _on_first_epoch(pool.trial_progressed, lambda name, data: seen.append(name))
+        on_scrap(trial.CONFIG, {})  # glued before training: not yet
+        assert spare_started.wait(timeout=0.3) is not waits
+        on_scrap(trial.epoch_scrap_name(1), {"epoch": 1})
+        assert spare_started.wait(timeout=5)
+        assert seen == [trial.CONFIG, trial.epoch_scrap_name(1)]  # every scrap still reaches the driver
+        assert pool.take() == 2 and started == [1, 2]
+    finally:
+        pool.close()
+    if waits:
+        assert started == [1, 2]  # the spare that waited for the second trial's epoch never started
+
+
 def test_a_notebook_names_what_its_spare_kernel_imports(tmp_path):
     """Only what the trial notebook declares is imported ahead: a notebook that declares nothing (a
     quick evaluation, a test's fake trial) gets a plain kernel, not five seconds of torch."""

@@ -330,6 +330,14 @@ def worker_environments(workers: int = 1, gpus: list[str] | None = None) -> list
     return [{"OMP_NUM_THREADS": threads} for _ in range(slots)]
 
 
+def spare_after_first_epoch(env: dict[str, str]) -> bool:
+    """Whether a worker's next kernel waits for its running trial's first epoch before it starts (and
+    imports torch): on a worker without a GPU of its own the trial keeps every core busy, and a spare
+    warming beside its start-up slowed its first step from 0.6 to 4.8 s (benchmarks/RESULTS.md, issue 18);
+    a GPU trial leaves the CPU to the spare."""
+    return not env.get("CUDA_VISIBLE_DEVICES")
+
+
 @dataclass
 class SweepResult:
     sweep_id: str
@@ -520,7 +528,8 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     warm_up = notebook_warm_up(session.project_dir / session.spec.notebook)
 
     def work(slot, env):
-        pool = KernelPool(env, session.project_dir, session.directory / "trials", warm_up)
+        pool = KernelPool(env, session.project_dir, session.directory / "trials", warm_up,
+                          spare_after_first_epoch=spare_after_first_epoch(env))
         try:
             while (trial := claim()) is not None:
                 bars.started(slot, trial.name, _max_epochs(trial_parameters(session, trial)))
@@ -608,12 +617,13 @@ def stop_sweep(sweep_dir: Path) -> list[str]:
 
 
 def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path:
-    """Execute the analysis notebook for a sweep into ``<sweep_dir>/analysis.ipynb``."""
+    """Execute the analysis notebook for a sweep into ``<sweep_dir>/report/analysis.ipynb``."""
     project_dir = Path(project_dir or Path.cwd()).resolve()
-    output = sweep_dir / "analysis.ipynb"
-    # its links are read in the HTML report (report/analysis.html), beside the trials' pages
+    report = own_dir(sweep_dir / "report")
+    output = report / "analysis.ipynb"
+    # its links resolve from report/: from the notebook opened in JupyterLab and from report/analysis.html
     outcome = execute_notebook(ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())}, cwd=project_dir,
-                               env={contract.LINK_BASE_ENV: str((sweep_dir / "report").resolve())})
+                               env={contract.LINK_BASE_ENV: str(report.resolve())})
     if outcome.error:
         log.warning("analysis notebook failed (%s); see %s", outcome.error, output)
     return output
