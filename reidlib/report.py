@@ -50,22 +50,26 @@ def relative_href(path: str | Path, base: str | Path | None = None) -> str:
     return quote(Path(os.path.relpath(Path(path).resolve(), base)).as_posix())
 
 
+def display_path(path: str | Path) -> str:
+    """``path`` as a reader finds it: from the working directory when under it, else whole."""
+    path = Path(path).resolve()
+    return os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def link(path: str | Path) -> str:
     """An HTML link to ``path`` (``relative_href``), its text the whole path from the working directory."""
-    path = Path(path).resolve()
-    text = os.path.relpath(path) if path.is_relative_to(Path.cwd()) else str(path)
-    return f'<a href="{html.escape(relative_href(path))}">{html.escape(text)}</a>'
+    return f'<a href="{html.escape(relative_href(path))}">{html.escape(display_path(path))}</a>'
 
 
-def _cell(rate: bool):
+def _cell(rate: bool, as_html: bool = True):
     def format_value(value) -> str:
         if isinstance(value, Path):
-            return link(value)
+            return link(value) if as_html else display_path(value)
         if _missing(value):
             return NOT_AVAILABLE
         if isinstance(value, float):
             return percent(value) if rate else f"{value:.4g}"
-        return html.escape(str(value))
+        return html.escape(str(value)) if as_html else str(value)
     return format_value
 
 
@@ -89,6 +93,20 @@ def show(frame):
     if rate_columns:
         styler = styler.format(_cell(rate=True), subset=pd.IndexSlice[:, rate_columns])
     return styler
+
+
+def as_text(frame, **to_string) -> str:
+    """``frame`` formatted as ``show`` formats it, as plain text for a terminal (``reid-sweep status``)."""
+    if not isinstance(frame, pd.DataFrame) or frame.empty:
+        return frame.to_string(**to_string) if isinstance(frame, pd.DataFrame) else str(frame)
+    cells = [[_cell(is_rate(row) or is_rate(column), as_html=False)(frame.iat[i, j])
+              for j, column in enumerate(frame.columns)] for i, row in enumerate(frame.index)]
+    return pd.DataFrame(cells, index=frame.index, columns=frame.columns).to_string(**to_string)
+
+
+def metric_text(name: str, value) -> str:
+    """One metric's value as the tables show it (a ranking metric in %)."""
+    return _cell(is_rate(name), as_html=False)(value)
 
 
 def new_figure(ncols: int = 1, width: float = 4.5, height: float = 3.2):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
+from urllib.parse import unquote
 
 import pytest
 import yaml
@@ -284,7 +286,13 @@ def test_driver_notebook_runs_and_resumes_a_sweep(tmp_path, tiny_config):
     [db] = (tmp_path / "runs").glob("*/sweep.db")
     assert len(Ledger(db).trials()) == 2
     # it ends as reid-sweep run does: the analysis, best/ and report/ (finish_sweep)
-    assert all((db.parent / name).is_file() for name in ("analysis.ipynb", "best/summary.json", "report/index.html"))
+    assert all((db.parent / name).is_file() for name in ("report/analysis.ipynb", "best/summary.json", "report/index.html"))
+    # the executed analysis's links open from where it lies, as from its HTML page beside it
+    cells = json.loads((db.parent / "report" / "analysis.ipynb").read_text())["cells"]
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for c in cells for o in c.get("outputs", []))
+    hrefs = {unquote(h) for h in re.findall(r'href="([^"]+)"', html) if not h.startswith(("http", "#"))}
+    assert any(h.endswith("trial-001.ipynb") for h in hrefs)
+    assert all((db.parent / "report" / h).exists() for h in hrefs), hrefs
     outputs = json.dumps([c.get("outputs") for c in json.loads((tmp_path / "sweep1.ipynb").read_text())["cells"]])
     assert "application/vnd.jupyter.widget-view+json" in outputs  # tqdm.auto's widget bars
     assert "reid-leaderboard" in outputs and "reid-report" in outputs  # the leaderboard with its report links

@@ -216,3 +216,23 @@ def test_the_html_report_reads_in_percent(sweep):
 
     index = build_html_report(sweep).read_text()
     assert "<td>61.2%</td>" in index and "<td>0.001</td>" in index and "0.6123" not in index
+
+
+def test_status_prints_metrics_in_percent_as_the_notebook_shows_them(sweep, capsys):
+    from reidlib.sweep import cli
+
+    assert cli.main(["status", str(sweep.directory)]) == 0
+    out = capsys.readouterr().out
+    assert "61.2%" in out and "71.2%" in out and "60.2%" in out  # val/mAP, val/rank1, test/mAP of trial-002
+    assert "0.6123" not in out and "0.001" in out  # a parameter is not a metric
+    assert "best so far: trial-002 val/mAP 61.2%" in out
+
+
+def test_plain_text_tables_format_as_the_html_ones():
+    import pandas as pd
+
+    frame = pd.DataFrame({"val/mAP": [0.61234, float("nan")], "train/loss": [0.123456, 2.0]}, index=["a", "b"])
+    lines = report.as_text(frame).splitlines()
+    assert lines[1].split() == ["a", "61.2%", "0.1235"] and lines[2].split() == ["b", "n/a", "2"]
+    rows = pd.DataFrame({"value": [0.5, 3e-4]}, index=["val/rank1", "base_lr"])  # rates named by the row
+    assert report.as_text(rows, header=False).split() == ["val/rank1", "50.0%", "base_lr", "0.0003"]

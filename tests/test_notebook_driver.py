@@ -168,5 +168,5 @@ def test_an_interrupt_is_one_line_and_the_resumed_board_shows_the_trials_at_once
     assert shown_at < first_trial_end and "reid-stopped" in rows(first)["trial-001"]
     assert [t.state for t in result.trials] == ["stopped", "finished", "finished"]
     assert (sweep_dir / "best" / "summary.json").is_file() and (sweep_dir / "report" / "index.html").is_file()
-    assert (sweep_dir / "analysis.ipynb").is_file()
+    assert (sweep_dir / "report" / "analysis.ipynb").is_file()
     assert bars[2].container.children[1].bar_style == "success"  # the resumed run's sweep bar

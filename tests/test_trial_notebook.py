@@ -93,3 +93,17 @@ def test_string_parameters_are_data_not_code(tmp_path):
     assert error["ename"] == "ConfigError" and "config file not found" in error["evalue"]
     outcome = execute_notebook(NOTEBOOK, tmp_path / "api.ipynb", {"config_file": hostile}, cwd=REPO)
     assert "config file not found" in outcome.error and not marker.exists()
+
+
+def test_every_notebook_parameter_has_its_help_in_help_notebook():
+    """``papermill --help-notebook`` lists each parameter of every notebook we ship with its comment
+    (papermill drops a line whose comment holds a second '=')."""
+    import papermill
+
+    for path in sorted((REPO / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        [cell] = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        declared = {m.group(1) for line in cell.source.splitlines() if (m := re.match(r"^(\w+)\s*(:[^=]*)?=", line))}
+        inferred = papermill.inspect_notebook(str(path))
+        assert set(inferred) == declared, path.name
+        assert all(p["help"] for p in inferred.values()), path.name

@@ -87,23 +87,24 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         selected_on_test,
         selection_check,
     )
+    from reidlib.report import as_text, metric_text
     from reidlib.sweep.driver import make_report
 
     outputs = outputs if outputs is not None else make_report(sweep_dir)
     sweep = open_sweep(sweep_dir)
     name, _ = sweep.metric
     print(f"sweep {sweep.id}: {len(sweep.runs)} trials in {sweep_dir}")
-    print(leaderboard(sweep).to_string(max_colwidth=40))
+    print(as_text(leaderboard(sweep), max_colwidth=40))
     best = sweep.best_run()
     if best is None:
         print("no trial finished: see the trial notebooks for their errors")
     else:
         untrained = best.summary.get(f"untrained/{name}")
-        versus = f" (untrained features: {untrained:.4f})" if untrained is not None else ""
-        print(f"best trial: {best.name}  {name} {best.summary[name]:.4f}{versus}")
+        versus = f" (untrained features: {metric_text(name, untrained)})" if untrained is not None else ""
+        print(f"best trial: {best.name}  {name} {metric_text(name, best.summary[name])}{versus}")
         print(f"best trial notebook: {best.notebook_path}")
         print("how the best was chosen:")
-        print(selection_check(sweep).to_string(header=False))
+        print(as_text(selection_check(sweep), header=False))
         if selected_on_test(sweep):
             print(f"warning: {SELECTED_ON_TEST}")
         elif sweep.config.get("from"):
@@ -232,15 +233,16 @@ def _cmd_validate(args) -> int:
 
 def _cmd_status(args) -> int:
     from reidlib.analysis import SELECTED_ON_TEST, leaderboard, open_sweep, selected_on_test
+    from reidlib.report import as_text, metric_text
 
     sweep = open_sweep(args.sweep, args.runs_dir or "runs")
     print(f"sweep {sweep.id} ({sweep.name}): {len(sweep.runs)} trials")
-    print(leaderboard(sweep).to_string(max_colwidth=40))
+    print(as_text(leaderboard(sweep), max_colwidth=40))
     if selected_on_test(sweep):
         print(f"warning: {SELECTED_ON_TEST}")
     best = sweep.best_run()
     if best:
-        print(f"best so far: {best.name} {sweep.metric[0]} {best.summary[sweep.metric[0]]:.4f}")
+        print(f"best so far: {best.name} {sweep.metric[0]} {metric_text(sweep.metric[0], best.summary[sweep.metric[0]])}")
     return 0
 
 
@@ -272,6 +274,7 @@ def _cmd_sync(args) -> int:
 def _finalize(sweep_dir: Path, wandb: str | None) -> None:
     from reidlib.analysis import open_local_sweep
     from reidlib.analysis.export import export_best
+    from reidlib.report import metric_text
     from reidlib.sweep.finalize import FINAL_DIR, finalize
 
     sweep = open_local_sweep(sweep_dir)
@@ -281,8 +284,8 @@ def _finalize(sweep_dir: Path, wandb: str | None) -> None:
     final = finalize(sweep.directory, best.name, wandb=wandb)
     export_best(open_local_sweep(sweep.directory))
     name, _ = sweep.metric
-    test = ", ".join(f"{k} {v:.4f}" for k, v in final["test"].items())
-    print(f"final: {best.name}'s configuration (selected at {name} {best.summary[name]:.4f}) trained on every "
+    test = ", ".join(f"{k} {metric_text(k, v)}" for k, v in final["test"].items())
+    print(f"final: {best.name}'s configuration (selected at {name} {metric_text(name, best.summary[name])}) trained on every "
           f"training identity: {test}")
     print(f"final: {sweep.directory / FINAL_DIR} (best/ points at it)")
 
