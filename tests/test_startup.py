@@ -222,39 +222,49 @@ def test_a_pooled_kernel_has_imported_torch_before_its_trial(tmp_path):
 
 
 @pytest.mark.parametrize("env, waits", [({}, True), ({"CUDA_VISIBLE_DEVICES": "0"}, False)])
-def test_a_cpu_workers_spare_waits_for_the_running_trials_first_epoch(tmp_path, env, waits):
-    """On a CPU worker the next kernel starts (and imports torch) only once the running trial has trained an
-    epoch or ended, never beside its start-up; a worker with its own GPU starts it at once."""
+def test_a_cpu_workers_spare_imports_after_the_running_trials_first_epoch(tmp_path, env, waits):
+    """On a CPU worker the next kernel boots at once but imports torch only once the running trial has
+    trained an epoch or ended, never beside its start-up; a worker with its own GPU warms it at once."""
     import threading
 
     from reidlib.sweep.driver import spare_after_first_epoch
     from reidlib.sweep.runner import KernelPool, _on_first_epoch
 
-    pool = KernelPool(env, REPO, tmp_path, spare_after_first_epoch=spare_after_first_epoch(env))
-    started = []
-    spare_started = threading.Event()
+    pool = KernelPool(env, REPO, tmp_path, warm_up=["json"], spare_after_first_epoch=spare_after_first_epoch(env))
+    booted, warmed = [], []
+    spare_booted, spare_warmed = threading.Event(), threading.Event()
 
-    def start():
-        started.append(len(started) + 1)
-        if len(started) > 1:
-            spare_started.set()
-        return len(started)
+    def boot():
+        booted.append(len(booted) + 1)
+        if len(booted) > 1:
+            spare_booted.set()
+        return booted[-1], tmp_path / f"{booted[-1]}.log"
 
-    pool._start = start  # no kernel processes: the policy alone
+    def warm_up(km):
+        warmed.append(km)
+        if len(warmed) > 1:
+            spare_warmed.set()
+
+    pool._boot, pool._warm_up = boot, warm_up  # no kernel processes: the policy alone
     try:
-        assert pool.take() == 1  # the first trial's kernel, started on demand
+        assert pool.take()[0] == 1 and warmed[0] == 1  # the first trial's kernel, started and warmed on demand
+        assert spare_booted.wait(timeout=5)  # the next one boots beside the trial
         seen = []
         on_scrap = _on_first_epoch(pool.trial_progressed, lambda name, data: seen.append(name))
         on_scrap(trial.CONFIG, {})  # glued before training: not yet
-        assert spare_started.wait(timeout=0.3) is not waits
+        assert spare_warmed.wait(timeout=0.3) is not waits
         on_scrap(trial.epoch_scrap_name(1), {"epoch": 1})
-        assert spare_started.wait(timeout=5)
+        assert spare_warmed.wait(timeout=5)
         assert seen == [trial.CONFIG, trial.epoch_scrap_name(1)]  # every scrap still reaches the driver
-        assert pool.take() == 2 and started == [1, 2]
+        assert pool.take()[0] == 2 and warmed == [1, 2]
+        deadline = time.monotonic() + 5
+        while booted != [1, 2, 3] and time.monotonic() < deadline:  # the third boots beside the second trial
+            time.sleep(0.01)
+        assert booted == [1, 2, 3]
     finally:
         pool.close()
     if waits:
-        assert started == [1, 2]  # the spare that waited for the second trial's epoch never started
+        assert warmed == [1, 2]  # the spare that waited for the second trial's epoch never imported
 
 
 def test_a_notebook_names_what_its_spare_kernel_imports(tmp_path):

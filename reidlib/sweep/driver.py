@@ -331,10 +331,10 @@ def worker_environments(workers: int = 1, gpus: list[str] | None = None) -> list
 
 
 def spare_after_first_epoch(env: dict[str, str]) -> bool:
-    """Whether a worker's next kernel waits for its running trial's first epoch before it starts (and
-    imports torch): on a worker without a GPU of its own the trial keeps every core busy, and a spare
-    warming beside its start-up slowed its first step from 0.6 to 4.8 s (benchmarks/RESULTS.md, issue 18);
-    a GPU trial leaves the CPU to the spare."""
+    """Whether a worker's next kernel waits for its running trial's first epoch before it imports torch:
+    on a worker without a GPU of its own the trial keeps every core busy, and a spare warming beside its
+    start-up slowed its first step from 0.6 to 4.8 s (benchmarks/RESULTS.md, issue 18); a GPU trial leaves
+    the CPU to the spare. The kernel itself boots at once either way."""
     return not env.get("CUDA_VISIBLE_DEVICES")
 
 

@@ -112,9 +112,10 @@ class KernelPool:
     given a GPU (``CUDA_VISIBLE_DEVICES``), never otherwise. Nothing else of a trial's state exists before its
     first cell: configs, seeds and data are the trial's own.
 
-    ``spare_after_first_epoch``: the spare starts once the running trial has finished its first epoch (or
-    ended) instead of at once, so its kernel start and imports never share the cores with that trial's own
-    start-up (on a CPU-bound trial, torch's threads then wait for each other: a first step 8x slower).
+    ``spare_after_first_epoch``: the spare boots at once but imports ``warm_up`` only once the running trial
+    has finished its first epoch (or ended), so its torch import never shares the cores with that trial's own
+    start-up (on a CPU-bound trial, torch's threads then wait for each other: a first step 8x slower), while
+    a trial shorter than an epoch's worth of imports still finds its next kernel booted.
     """
 
     def __init__(self, env: dict[str, str] | None, cwd: Path, log_dir: Path, warm_up: Sequence[str] = (),
@@ -124,10 +125,20 @@ class KernelPool:
         self.spare_after_first_epoch = spare_after_first_epoch
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kernel-pool")
         self._spare: Future | None = None
-        self._spare_may_start = threading.Event()
+        self._warm_up_may_start = threading.Event()
         self._closing = threading.Event()  # a spare still warming up when the sweep ends is not waited for
 
-    def _start(self):
+    def _start(self, warm_up_may_start: threading.Event | None = None):
+        """``(kernel manager, its log file)`` of a booted kernel, warmed up once ``warm_up_may_start`` is set."""
+        km, log_path = self._boot()
+        if self.warm_up:
+            if warm_up_may_start is not None:
+                warm_up_may_start.wait()
+            if not self._closing.is_set():
+                self._warm_up(km)
+        return km, log_path
+
+    def _boot(self):
         from jupyter_client.manager import AsyncKernelManager
 
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -135,8 +146,6 @@ class KernelPool:
         km = AsyncKernelManager(kernel_name=ensure_kernelspec())
         with os.fdopen(fd, "w") as stream:  # the kernel keeps its own copy of the descriptor
             run_sync(km.start_kernel)(env=kernel_environment(self.env), cwd=str(self.cwd), stdout=stream, stderr=stream)
-        if self.warm_up:
-            self._warm_up(km)
         return km, Path(log_path)
 
     def _warm_up(self, km) -> None:
@@ -162,23 +171,19 @@ class KernelPool:
             client.stop_channels()
 
     def take(self):
-        """``(kernel manager, its log file)`` of a started kernel; the next one starts now (or, with
-        ``spare_after_first_epoch``, when ``trial_progressed`` says so)."""
+        """``(kernel manager, its log file)`` of a started kernel; the next one boots now and warms up now
+        (or, with ``spare_after_first_epoch``, when ``trial_progressed`` says so)."""
         spare = self._spare.result() if self._spare is not None else self._start()
         if self.spare_after_first_epoch:
-            self._spare_may_start.clear()
+            self._warm_up_may_start.clear()
         else:
-            self._spare_may_start.set()
-        self._spare = self._executor.submit(self._start_spare)
+            self._warm_up_may_start.set()
+        self._spare = self._executor.submit(self._start, self._warm_up_may_start)
         return spare
 
     def trial_progressed(self) -> None:
-        """The trial on the last kernel taken finished an epoch or ended: its spare may start."""
-        self._spare_may_start.set()
-
-    def _start_spare(self):
-        self._spare_may_start.wait()
-        return None if self._closing.is_set() else self._start()
+        """The trial on the last kernel taken finished an epoch or ended: its spare may warm up."""
+        self._warm_up_may_start.set()
 
     def wait_ready(self) -> None:
         """Block until the next kernel has started (and warmed up), as a trial that runs longer finds it."""
@@ -187,14 +192,12 @@ class KernelPool:
 
     def close(self) -> None:
         self._closing.set()
-        self._spare_may_start.set()
+        self._warm_up_may_start.set()
         if self._spare is not None:
             try:
-                started = self._spare.result()
-                if started is not None:
-                    km, log_path = started
-                    _end(km)
-                    log_path.unlink(missing_ok=True)
+                km, log_path = self._spare.result()
+                _end(km)
+                log_path.unlink(missing_ok=True)
             except Exception:  # a spare that never started leaves nothing to clean
                 log.debug("spare kernel did not start", exc_info=True)
             self._spare = None
