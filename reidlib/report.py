@@ -226,10 +226,12 @@ def selection_note(summary: Mapping):
     from IPython.display import Markdown
 
     held_out = summary.get("val_ids") or 0
+    test = ("`test/*` is query/gallery, evaluated once at the end with the final weights, never selected on."
+            if summary.get("test") else "`test/*` (query/gallery) was not evaluated in this run "
+            "(`TEST.EVAL_TEST_SET`): `reid-sweep finalize` tests the setting a sweep selects, once.")
     if held_out:
         return Markdown(f"`val/*` is measured on **{held_out} training identities held out** from training "
-                        "(`DATASETS.VAL_IDS`): what a sweep selects on. `test/*` is query/gallery, evaluated once "
-                        "at the end with the final weights, never selected on.")
+                        f"(`DATASETS.VAL_IDS`): what a sweep selects on. {test}")
     return Markdown("**Selected on the test set:** no training identities are held out (`DATASETS.VAL_IDS` 0), "
                     "so `val/*` is query/gallery. A configuration chosen on it was chosen on the test set, and its "
                     "numbers overstate what it does on unseen people.")

@@ -39,6 +39,7 @@ VAL_KEYS = ("val/mAP", "val/mINP", "val/rank1", "val/rank5", "val/rank10")
 TEST_KEYS = tuple(key.replace("val/", "test/") for key in VAL_KEYS)
 STOP_FILE = "STOP"
 CHECKPOINT_FILE = "checkpoint.pth"  # in the output directory: the model, optimizer and scheduler state
+EPOCH_CHECKPOINT = "checkpoint_epoch{}.pth"  # beside it, each saved epoch's (as upstream keeps resnet50_model_<N>.pth)
 # A driver writes the last epoch it has decided to stop or continue in VERDICT (0 before the trial
 # starts); a trial that finds the file waits for each epoch's verdict, up to VERDICT_WAIT_S.
 VERDICT_FILE, VERDICT_WAIT_S = "VERDICT", 10.0
@@ -305,6 +306,13 @@ def request_stop(output_dir: str | Path, reason: str = "requested") -> None:
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
     (path / STOP_FILE).write_text(reason)
+
+
+def kept_epochs(checkpoint: str | Path) -> list[int]:
+    """The epochs whose checkpoints are kept beside ``checkpoint`` (``EPOCH_CHECKPOINT``), in order."""
+    prefix, suffix = EPOCH_CHECKPOINT.split("{}")
+    names = (p.name[len(prefix):-len(suffix)] for p in Path(checkpoint).parent.glob(EPOCH_CHECKPOINT.format("*")))
+    return sorted(int(n) for n in names if n.isdigit())
 
 
 def stop_requested(output_dir: str | Path) -> bool:

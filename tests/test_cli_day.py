@@ -135,8 +135,10 @@ def test_resuming_with_a_different_spec_is_one_line_saying_what_differs_and_writ
 # --- checkpoints kept on purpose -----------------------------------------------------------------
 
 CHECKPOINT = ("ckpt = os.path.join(cfg.OUTPUT_DIR, 'checkpoint.pth')\n"
-              "os.makedirs(ckpt + '.features', exist_ok=True)\n"
-              "open(ckpt, 'wb').write(bytes(1000))")
+              "epoch_ckpt = os.path.join(cfg.OUTPUT_DIR, 'checkpoint_epoch1.pth')\n"
+              "for path in (ckpt, epoch_ckpt):\n"
+              "    os.makedirs(path + '.features', exist_ok=True)\n"
+              "    open(path, 'wb').write(bytes(1000))")
 STILL_THERE = "assert os.path.exists(ckpt), 'a running trial lost its checkpoint'"  # each epoch
 
 
@@ -153,6 +155,10 @@ def test_a_sweep_keeps_the_checkpoints_of_its_best_trials_only(project, tmp_path
             if (result.directory / "trials" / t.name / "checkpoint.pth").is_file()}
     assert kept == {0.001, 0.0003}
     assert len(list(result.directory.glob("trials/*/checkpoint.pth.features"))) == 2
+    # an epoch's kept checkpoint and its features go with the trial's last one
+    assert {p.parent for p in result.directory.glob("trials/*/checkpoint_epoch1.pth*")} == \
+        {p.parent for p in result.directory.glob("trials/*/checkpoint.pth")}
+    assert len(list(result.directory.glob("trials/*/checkpoint_epoch1.pth.features"))) == 2
 
 
 def test_keep_checkpoints_defaults_to_a_few_and_all_keeps_every_one(project, tmp_path):

@@ -73,6 +73,40 @@ def test_features_are_cached_beside_the_checkpoint_and_rebuilt_when_it_changes(t
     assert len(list(cache.glob("*.pt"))) == 4 and not set(cache.glob("*.pt")) & set(entries)  # the old ones went
 
 
+def test_each_saved_epoch_keeps_its_checkpoint_and_an_evaluation_picks_one(tiny_config, tmp_path):
+    from reidlib.data.build import make_data_loaders
+    from reidlib.engine import do_train, seed_everything
+    from reidlib.errors import ConfigError
+    from reidlib.modeling import make_model
+    from reidlib.trial import kept_epochs
+
+    cfg = load_config(tiny_config, {"DATASETS.VAL_IDS": 2, "SOLVER.MAX_EPOCHS": 2, "SOLVER.CHECKPOINT_PERIOD": 1,
+                                    "SOLVER.EVAL_PERIOD": 1, "OUTPUT_DIR": str(tmp_path)})
+    seed_everything(cfg.SEED)
+    loaders = make_data_loaders(cfg)
+    trained = do_train(cfg, make_model(cfg, loaders.num_classes), loaders)
+    checkpoint = Path(trained.checkpoint)
+    assert kept_epochs(checkpoint) == [1, 2]
+    assert checkpoint.with_name("checkpoint_epoch2.pth").samefile(checkpoint)  # the last: the same file, no copy
+    assert torch.load(checkpoint.with_name("checkpoint_epoch1.pth"), weights_only=True)["epoch"] == 1
+
+    first = _evaluate(tiny_config, checkpoint, **{"TEST.CHECKPOINT_EPOCH": 1, "TEST.EVAL_TEST_SET": "no"})
+    assert first.history[0]["val/mAP"] == pytest.approx(trained.history[0]["val/mAP"])  # epoch 1's weights
+    assert first.checkpoint == str(checkpoint.with_name("checkpoint_epoch1.pth"))
+    assert len(list(checkpoint.with_name("checkpoint_epoch1.pth.features").glob("*.pt"))) == 2  # its own cache
+    with pytest.raises(ConfigError, match=re.escape("TEST.CHECKPOINT_EPOCH: expected 0 or an epoch kept beside") +
+                       ".*" + re.escape("([1, 2]), got 3")):
+        _evaluate(tiny_config, checkpoint, **{"TEST.CHECKPOINT_EPOCH": 3})
+
+
+def test_an_evaluation_trial_without_the_test_set_reads_no_test_image(trained, tiny_config, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pth"
+    shutil.copy2(trained[0], checkpoint)
+    result = _evaluate(tiny_config, checkpoint, **{"TEST.EVAL_TEST_SET": "no"})
+    assert result.history[0]["val/mAP"] == pytest.approx(trained[1].history[-1]["val/mAP"]) and result.test == {}
+    assert len(list(checkpoint.with_name("checkpoint.pth.features").glob("*.pt"))) == 2  # validation query, gallery
+
+
 def test_a_stop_file_ends_an_evaluation_trial_before_it_starts(trained, tiny_config, tmp_path):
     from reidlib.engine.evaluate_trial import evaluate_checkpoint
     from reidlib.trial import request_stop
@@ -141,15 +175,14 @@ def test_an_evaluation_sweep_selects_on_the_held_out_identities_and_tests_once(w
     for t in result.trials:
         params, epochs, summary = read_trial_notebook(t.notebook)
         assert [e["epoch"] for e in epochs] == [1] and set(VAL_KEYS) <= set(epochs[0])  # val/* once, as epoch 1
-        assert not set(TEST_KEYS) & set(epochs[0]) and set(summary["test"]) == set(TEST_KEYS)  # test/* in the summary
+        assert not set(TEST_KEYS) & set(epochs[0]) and not summary.get("test")  # selected on val/*: test/* at finalize
         assert summary["val_ids"] == trained.summary["val_ids"] == 2  # the trained run's held-out identities
         assert summary["max_epochs"] == summary["epochs_run"] == 1
         assert params["overrides"]["TEST.WEIGHT"] == str(trained.checkpoint)
     plain = next(t for t in result.trials if t.params["TEST.RE_RANKING"] == "no")
     # the trained run's own options on its own weights: its numbers again, from no training
     assert plain.summary["last"]["val/mAP"] == pytest.approx(trained.summary["last/val/mAP"])
-    assert plain.summary["test"]["test/mAP"] == pytest.approx(trained.summary["test/mAP"])
-    assert len(list(Path(str(trained.checkpoint) + ".features").glob("*.pt"))) == 4  # the second trial read them
+    assert len(list(Path(str(trained.checkpoint) + ".features").glob("*.pt"))) == 2  # the second trial read them
 
     evaluation = open_sweep(result.directory)
     assert evaluation.config["from"] == f"{training.directory.resolve()}/{trained.name}"
@@ -157,6 +190,15 @@ def test_an_evaluation_sweep_selects_on_the_held_out_identities_and_tests_once(w
     best = evaluation.best_run()
     assert gain.loc["TEST.RE_RANKING"].iloc[1] == best.effective_config["TEST.RE_RANKING"]
     assert gain.loc["val/mAP", "gain"] == pytest.approx(best.summary["last/val/mAP"] - trained.summary["last/val/mAP"])
+    assert "finalize" in gain.loc["test/*"].iloc[1]  # not measured yet
+    from reidlib.sweep.evaluation_spec import resolve_evaluation
+    from reidlib.sweep.spec import load_spec
+
+    spec.write_text(yaml.safe_dump({"from": training.sweep_id, "method": "grid",
+                                    "parameters": {"TEST.CHECKPOINT_EPOCH": [0, 1, 5]}}))
+    with pytest.raises(SpecError, match=r"^parameters\.TEST\.CHECKPOINT_EPOCH: expected values among 0 .* \(\[1\]\), "
+                                        r"got \[0, 1, 5\]$"):
+        resolve_evaluation(load_spec(spec), runs)  # the trained run kept epoch 1 only
     paths = export_best(evaluation)
     chosen = yaml.safe_load(paths["config"].read_text())
     assert chosen["TEST"]["RE_RANKING"] == best.effective_config["TEST.RE_RANKING"]
@@ -172,6 +214,10 @@ def test_an_evaluation_sweep_selects_on_the_held_out_identities_and_tests_once(w
     assert Path(final["notebook"]).name == "evaluate.ipynb" and set(final["test"]) == set(TEST_KEYS)
     assert params["overrides"]["TEST.RE_RANKING"] == best.effective_config["TEST.RE_RANKING"]
     assert summary["val_ids"] == 0 and summary["test"] == final["test"]
+    gain = evaluation_gain(evaluation)  # test/* once each way, on the trained sweep's final model
+    assert gain.loc["test/mAP (final models)"].iloc[:2].tolist() == [source_final["test"]["test/mAP"],
+                                                                     final["test"]["test/mAP"]]
+    assert "test/*" not in gain.index
     from reidlib.sweep.evaluation_spec import find_trained_run
 
     finalized = find_trained_run(f"{training.sweep_id}/final", runs)  # what from: <sweep-id>/final evaluates

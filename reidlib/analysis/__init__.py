@@ -522,9 +522,11 @@ def best_run_table(sweep: SweepReader) -> pd.DataFrame | str:
 
 
 def evaluation_gain(sweep: SweepReader) -> pd.DataFrame | str:
-    """An evaluation sweep (``from:``) against the trained run it evaluates, same weights: the test-time
-    options the trained run used and those selected (the best run's), its ``val/*`` (last evaluation) and
-    ``test/*`` beside the selected options', and the gain."""
+    """An evaluation sweep (``from:``) against the trained run it evaluates, same weights in each row: the
+    test-time options the trained run used and those selected (the best run's); ``val/*`` of the trained
+    run's checkpoint under each (its last evaluation, the best run's); ``test/*`` under each, from the
+    trials when they measured it (``TEST.EVAL_TEST_SET``), else from the two finalized models (the
+    trained sweep's final model under its own options, and under the selected ones); and the gain."""
     from reidlib.errors import SpecError
     from reidlib.sweep.evaluation_spec import EVALUATION_KEYS, find_trained_run
 
@@ -538,9 +540,23 @@ def evaluation_gain(sweep: SweepReader) -> pd.DataFrame | str:
         trained = find_trained_run(source)
     except SpecError as err:
         return f"the trained run is gone: {err}"
-    before = {**{f"last/{k}": v for k, v in (trained.summary.get("last") or {}).items()}, **(trained.summary.get("test") or {})}
     rows = [(key, trained.config.get(key), best.effective_config.get(key), None) for key in EVALUATION_KEYS]
-    for metric in ("val/mAP", "val/rank1", TEST_METRIC, "test/rank1"):
-        was, now = before.get(f"last/{metric}", before.get(metric)), best.summary.get(f"last/{metric}", best.summary.get(metric))
-        rows.append((metric, was, now, now - was if isinstance(was, float) and isinstance(now, float) else None))
+
+    def compare(label: str, was, now) -> None:
+        rows.append((label, was, now, now - was if isinstance(was, float) and isinstance(now, float) else None))
+
+    for metric in ("val/mAP", "val/rank1"):
+        compare(metric, (trained.summary.get("last") or {}).get(metric, trained.summary.get(metric)),
+                best.summary.get(f"last/{metric}", best.summary.get(metric)))
+    chosen_final = read_final(sweep.directory) if isinstance(sweep, LocalSweep) else None
+    trained_final = read_final(trained.sweep_dir)
+    if best.summary.get(TEST_METRIC) is not None:  # the trials measured test/* on the trained run's checkpoint
+        for metric in (TEST_METRIC, "test/rank1"):
+            compare(metric, (trained.summary.get("test") or {}).get(metric), best.summary.get(metric))
+    elif chosen_final and chosen_final.get("trial") == best.name and trained_final:
+        for metric in (TEST_METRIC, "test/rank1"):
+            compare(f"{metric} (final models)", trained_final["test"].get(metric), chosen_final["test"].get(metric))
+    else:
+        rows.append(("test/*", None, f"not measured per trial: reid-sweep finalize {sweep.id} tests the selected "
+                     "options once, on the trained sweep's final model", None))
     return pd.DataFrame(rows, columns=["", f"trained run ({trained.trial})", f"selected ({best.name})", "gain"]).set_index("")

@@ -48,6 +48,7 @@ CHOICES: dict[str, tuple] = {
     "TEST.NECK_FEAT": ("before", "after"),
     "TEST.FEAT_NORM": YES_NO,
     "TEST.EVAL_BEFORE_TRAINING": YES_NO,
+    "TEST.EVAL_TEST_SET": YES_NO,
 }
 # MODEL.METRIC_LOSS_TYPE by MODEL.IF_WITH_CENTER, as reid-strong-baseline accepts them.
 LOSS_TYPES = {"no": ("softmax", "triplet"), "yes": ("center", "triplet_center")}
@@ -114,6 +115,7 @@ RANGES: dict[str, Rule] = {
     "TEST.RERANK_K2": (POSITIVE_INTEGER[0], "an integer >= 1"),
     "TEST.RERANK_LAMBDA": FRACTION,
     "TEST.RERANK_MEMORY_MB": (POSITIVE[0], "a positive number of MB"),
+    "TEST.CHECKPOINT_EPOCH": (COUNT[0], "an epoch (0: TEST.WEIGHT itself)"),
     "SEED": SEED,
 }
 # The keys check_combination reads: a sweep checks these per combination, the rest per value.

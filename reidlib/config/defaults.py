@@ -107,7 +107,7 @@ _C.SOLVER.WARMUP_FACTOR = 1.0 / 3  # learning-rate factor at step 0, rising to 1
 # warmup length, in epochs: as upstream, the scheduler steps when each epoch starts (epoch e trains at step e)
 _C.SOLVER.WARMUP_ITERS = 500
 _C.SOLVER.WARMUP_METHOD = "linear"  # 'linear' or 'constant'
-_C.SOLVER.CHECKPOINT_PERIOD = 50  # save a checkpoint every N epochs (and always at the end)
+_C.SOLVER.CHECKPOINT_PERIOD = 50  # save a checkpoint every N epochs (and always at the end); each is kept
 _C.SOLVER.LOG_PERIOD = 100  # log every N iterations
 _C.SOLVER.EVAL_PERIOD = 50  # evaluate every N epochs (and always at the last epoch)
 _C.SOLVER.IMS_PER_BATCH = 64  # training batch size (P x K with the PK sampler)
@@ -123,7 +123,13 @@ _C.TEST.RE_RANKING = "no"  # k-reciprocal re-ranking: 'yes' or 'no'
 _C.TEST.WEIGHT = ""  # trained weights to test
 _C.TEST.NECK_FEAT = "after"  # test feature: 'before' or 'after' the BNNeck
 _C.TEST.FEAT_NORM = "yes"  # L2-normalise test features: 'yes' or 'no'
+# ours: evaluate the checkpoint saved after this epoch (checkpoint_epoch<N>.pth, kept beside TEST.WEIGHT every
+# SOLVER.CHECKPOINT_PERIOD epochs and at the end) instead of TEST.WEIGHT itself; 0: TEST.WEIGHT
+_C.TEST.CHECKPOINT_EPOCH = 0
 _C.TEST.EVAL_BEFORE_TRAINING = "no"  # ours: also evaluate the untrained model ('yes' shows what training bought)
+# ours: evaluate test/* (query/gallery) once at the end; an evaluation sweep's trials set 'no' (they select on
+# val/*, and finalize tests the chosen setting once), which spares each the test split's distances
+_C.TEST.EVAL_TEST_SET = "yes"
 _C.TEST.RERANK_K1 = 20  # ours: re-ranking k1
 _C.TEST.RERANK_K2 = 6  # ours: re-ranking k2
 _C.TEST.RERANK_LAMBDA = 0.3  # ours: re-ranking lambda

@@ -1,10 +1,12 @@
-"""An evaluation trial: a trained checkpoint (``TEST.WEIGHT``, as reid-strong-baseline's test.py) evaluated
-with the config's test-time options (``TEST.RE_RANKING``, ``TEST.RERANK_*``, ``TEST.NECK_FEAT``,
-``TEST.FEAT_NORM``), without training.
+"""An evaluation trial: a trained checkpoint (``TEST.WEIGHT``, as reid-strong-baseline's test.py, or one of
+the epochs kept beside it, ``TEST.CHECKPOINT_EPOCH``) evaluated with the config's test-time options
+(``TEST.RE_RANKING``, ``TEST.RERANK_*``, ``TEST.NECK_FEAT``, ``TEST.FEAT_NORM``), without training.
 
 It keeps the trial contract of a training trial, so sweeps, the ledger and the analysis read it
 unchanged: one "epoch" 1 carrying ``val/*`` (the held-out identities of the trained run's split, which
-the trained run's own ``DATASETS.VAL_IDS``/``VAL_SEED`` rebuild), then ``test/*`` (query/gallery) once.
+the trained run's own ``DATASETS.VAL_IDS``/``VAL_SEED`` rebuild), then ``test/*`` (query/gallery) once
+unless ``TEST.EVAL_TEST_SET`` is 'no', as in an evaluation sweep's trials: they select on ``val/*``, and the
+test split's distances (3,368 x 15,913 at Market size) would be most of each trial's time.
 
 Features are cached beside the checkpoint (``<checkpoint>.features/``), one file per list of images,
 keyed by what changes them: the checkpoint file (size and modification time: a checkpoint written
@@ -31,17 +33,25 @@ from reidlib.engine.inference import extract_features
 from reidlib.engine.trainer import TrainResult, _peak_mem_mb
 from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features, rerank_options
-from reidlib.trial import TrialStatus
+from reidlib.trial import EPOCH_CHECKPOINT, TrialStatus, kept_epochs
 
 FEATURE_KEYS = ("INPUT.SIZE_TEST", "INPUT.PIXEL_MEAN", "INPUT.PIXEL_STD", "MODEL.NAME", "MODEL.LAST_STRIDE",
                 "MODEL.NECK", "MODEL.STEM_RELU", "TEST.NECK_FEAT")  # the config keys that change a feature
 
 
 def checkpoint_path(cfg) -> Path:
+    """``TEST.WEIGHT``, or its epoch ``TEST.CHECKPOINT_EPOCH``'s checkpoint kept beside it."""
     path = Path(cfg.TEST.WEIGHT).expanduser() if cfg.TEST.WEIGHT else None
     if path is None or not path.is_file():
         raise ConfigError("TEST.WEIGHT", f"expected a trained checkpoint.pth to evaluate, got {cfg.TEST.WEIGHT!r}")
-    return path.resolve()  # best/model.pth is a link: its features are cached beside the file it points at
+    path = path.resolve()  # best/model.pth is a link: its features are cached beside the file it points at
+    if cfg.TEST.CHECKPOINT_EPOCH:
+        kept = kept_epochs(path)
+        if cfg.TEST.CHECKPOINT_EPOCH not in kept:
+            raise ConfigError("TEST.CHECKPOINT_EPOCH", f"expected 0 or an epoch kept beside {path} ({kept or 'none'}), "
+                                                       f"got {cfg.TEST.CHECKPOINT_EPOCH}")
+        path = path.with_name(EPOCH_CHECKPOINT.format(cfg.TEST.CHECKPOINT_EPOCH))
+    return path
 
 
 class FeatureCache:
@@ -110,7 +120,7 @@ def evaluate_split(cfg, cache: FeatureCache, query, gallery, split: str):
 
 
 def evaluate_checkpoint(cfg, callbacks=()) -> TrainResult:
-    """Evaluate ``TEST.WEIGHT`` under ``cfg``: epoch 1 is ``val/*``, then ``test/*`` once. A ``STOP`` file in
+    """Evaluate ``TEST.WEIGHT`` under ``cfg``: epoch 1 is ``val/*``, then ``test/*`` once (``TEST.EVAL_TEST_SET``). A ``STOP`` file in
     ``OUTPUT_DIR`` before it starts ends it at once (status 'stopped_early', nothing evaluated)."""
     cache = FeatureCache(cfg)
     dataset = make_dataset(cfg)  # lists the files and rebuilds the trained run's validation split
@@ -129,9 +139,9 @@ def evaluate_checkpoint(cfg, callbacks=()) -> TrainResult:
                                    "gpu/peak_mem_mb": _peak_mem_mb(cache.device)})
             for cb in callbacks:
                 cb.on_epoch_end(result.history[-1])  # a stop now cuts nothing short: epoch 1 is the last
-            if held_out:
+            if cfg.TEST.EVAL_TEST_SET == "yes" and held_out:
                 result.test = evaluate_split(cfg, cache, dataset.query, dataset.gallery, TEST)[0]
-            else:  # val/* already is query/gallery (as a training trial without a split)
+            elif cfg.TEST.EVAL_TEST_SET == "yes":  # val/* already is query/gallery (as a training trial without a split)
                 result.test = {f"{TEST}/{k.split('/', 1)[1]}": v for k, v in val.items()}
     except torch.cuda.OutOfMemoryError as err:
         result.status, result.error = TrialStatus.OOM, str(err).splitlines()[0]

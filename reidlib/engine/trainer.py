@@ -3,7 +3,8 @@ a metrics dict to its callbacks, and any callback may ask it to stop.
 
 Two evaluations: ``val/*`` every ``SOLVER.EVAL_PERIOD`` epochs on the held-out training identities
 (``DATASETS.VAL_IDS``; query/gallery when none are held out, as upstream), and ``test/*`` on
-query/gallery once, when training ends (finished or stopped early), of the final weights.
+query/gallery once, when training ends (finished or stopped early), of the final weights
+(``TEST.EVAL_TEST_SET``).
 
 The untrained network's ``val/*`` (``TEST.EVAL_BEFORE_TRAINING``) is one figure for every trial of a
 sweep that starts from the same weights on the same validation split, so under a sweep driver it is
@@ -33,7 +34,7 @@ from reidlib.errors import ConfigError
 from reidlib.evaluation import evaluate_features, rerank_options
 from reidlib.losses import make_loss
 from reidlib.solver import make_optimizer, make_scheduler
-from reidlib.trial import CHECKPOINT_FILE, UNTRAINED_CACHE_ENV, TrialStatus
+from reidlib.trial import CHECKPOINT_FILE, EPOCH_CHECKPOINT, UNTRAINED_CACHE_ENV, TrialStatus
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +157,7 @@ def do_train(cfg, model: torch.nn.Module, loaders, callbacks: Sequence[Callback]
             if any(stop) and epoch < max_epochs:  # a stop at the last epoch cuts nothing short
                 result.status = TrialStatus.STOPPED_EARLY
                 break
-        if result.status != TrialStatus.DIVERGED and result.history:
+        if result.status != TrialStatus.DIVERGED and result.history and cfg.TEST.EVAL_TEST_SET == "yes":
             result.test = evaluate_test(cfg, model, loaders, device, result.history[-1])
     except torch.cuda.OutOfMemoryError as err:
         result.status, result.error = TrialStatus.OOM, str(err).splitlines()[0]
@@ -240,7 +241,8 @@ def evaluate_test(cfg, model, loaders, device, last_epoch: dict) -> dict:
 
 def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criterion=None, center_optimizer=None) -> None:
     """Write to a new temporary file then rename: a crash never leaves a half-written checkpoint, a full
-    disk leaves no partial file, and a symlink planted at either name is never followed."""
+    disk leaves no partial file, and a symlink planted at either name is never followed. The epoch's
+    checkpoint stays beside it as ``EPOCH_CHECKPOINT`` (an evaluation sweep may pick the epoch)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "epoch": epoch}
@@ -256,6 +258,10 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criteri
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    # the epoch's own name for the same file (a hard link: no copy); the next save replaces ``path`` only
+    kept = path.with_name(EPOCH_CHECKPOINT.format(epoch))
+    os.link(path, tmp)
+    os.replace(tmp, kept)
 
 
 def load_checkpoint(path: str, model, optimizer, scheduler, device, criterion=None, center_optimizer=None) -> int:

@@ -7,9 +7,9 @@ finished ones, ranked by the spec's metric and goal as the analysis's best run i
 ``best/model.pth``, ``from:`` evaluation sweeps and the report use, always keeps its own). Running trials
 are never touched, nor a crashed trial that has not run again yet (its notebook may still be recorded
 finished on resume). ``keep_checkpoints: all`` keeps every checkpoint. Only files under the trial's own
-directory (``runs/<id>/trials/<trial>/``) are deleted: ``checkpoint.pth`` and its feature cache
-(``checkpoint.pth.features/``); a model an evaluation sweep reads from another sweep is never its to delete.
-``finalize`` retrains from the configuration and needs no trial's checkpoint.
+directory (``runs/<id>/trials/<trial>/``) are deleted: ``checkpoint.pth``, the epochs' kept beside it
+(``checkpoint_epoch<N>.pth``) and their feature caches (``<checkpoint>.features/``); a model an
+evaluation sweep reads from another sweep is never its to delete. ``finalize`` retrains from the configuration and needs no trial's checkpoint.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, STOPPED, Trial
 from reidlib.sweep.spec import Spec
-from reidlib.trial import CHECKPOINT_FILE, ranked
+from reidlib.trial import CHECKPOINT_FILE, EPOCH_CHECKPOINT, kept_epochs, ranked
 from reidlib.wandb_run import flat_summary
 
 log = logging.getLogger(__name__)
@@ -53,17 +53,21 @@ def prune_checkpoints(sweep_dir: Path, trials: list[Trial], spec: Spec) -> list[
 
 
 def _remove(trial_dir: Path) -> bool:
-    """Remove a trial's checkpoint and its feature cache (a link is removed, never followed)."""
-    checkpoint = trial_dir / CHECKPOINT_FILE
-    features = checkpoint.with_name(f"{checkpoint.name}.features")
-    found = checkpoint.is_symlink() or checkpoint.exists()
-    try:
-        checkpoint.unlink(missing_ok=True)
-        if features.is_symlink():
-            features.unlink()
-        elif features.is_dir():
-            shutil.rmtree(features)
-    except OSError as err:  # disk hygiene never costs a sweep
-        log.warning("could not delete %s (%s)", checkpoint, err)
-        return False
+    """Remove a trial's checkpoints (the last and each kept epoch's) and their feature caches (a link is
+    removed, never followed)."""
+    last = trial_dir / CHECKPOINT_FILE
+    checkpoints = [last, *(last.with_name(EPOCH_CHECKPOINT.format(epoch)) for epoch in kept_epochs(last))]
+    found = False
+    for checkpoint in checkpoints:
+        features = checkpoint.with_name(f"{checkpoint.name}.features")
+        found = found or checkpoint.is_symlink() or checkpoint.exists()
+        try:
+            checkpoint.unlink(missing_ok=True)
+            if features.is_symlink():
+                features.unlink()
+            elif features.is_dir():
+                shutil.rmtree(features)
+        except OSError as err:  # disk hygiene never costs a sweep
+            log.warning("could not delete %s (%s)", checkpoint, err)
+            return False
     return found

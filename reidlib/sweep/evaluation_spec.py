@@ -4,9 +4,10 @@
 directory, then one of its finished trials; without a trial, the sweep's selected configuration (its
 best finished run, as ``reid-sweep report`` says); ``<sweep>/final`` is its finalized model. Each trial
 runs ``notebooks/evaluate.ipynb`` on that run's checkpoint (``TEST.WEIGHT``) and effective config, so
-``val/*`` is measured on the same held-out identities (its ``DATASETS.VAL_IDS``/``VAL_SEED``) and
-``test/*`` once, as a training trial's. A ``final`` model trained on every identity: its ``val/*`` is
-query/gallery, and the analysis says the sweep was selected on the test set.
+``val/*`` is measured on the same held-out identities (its ``DATASETS.VAL_IDS``/``VAL_SEED``). The trials
+evaluate no ``test/*`` (``TEST.EVAL_TEST_SET`` 'no', unless the spec's defaults say 'yes'): the setting
+is selected on ``val/*``, and ``reid-sweep finalize`` tests the chosen one once. A ``final`` model trained
+on every identity: its ``val/*`` is query/gallery, and the analysis says the sweep was selected on the test set.
 
 Only ``EVALUATION_KEYS`` may be searched (and ``RUNTIME_KEYS`` set in ``defaults``): a training key is
 refused naming it, before anything is written.
@@ -21,10 +22,13 @@ from reidlib.config import get_defaults, resolve_key
 from reidlib.errors import ConfigError, SpecError
 from reidlib.sweep.ledger import FINISHED, Ledger
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, DRIVER_KEYS, EVALUATION_NOTEBOOK, Spec, flatten_parameters, leaves
+from reidlib.trial import kept_epochs
 
 EVALUATION_KEYS = ("TEST.RE_RANKING", "TEST.RERANK_K1", "TEST.RERANK_K2", "TEST.RERANK_LAMBDA", "TEST.NECK_FEAT",
-                   "TEST.FEAT_NORM")
-RUNTIME_KEYS = ("MODEL.DEVICE", "TEST.IMS_PER_BATCH", "TEST.RERANK_MEMORY_MB")  # where and in what chunks, not what
+                   "TEST.FEAT_NORM", "TEST.CHECKPOINT_EPOCH")
+EPOCH = "TEST.CHECKPOINT_EPOCH"
+# where, in what chunks and whether each trial also measures test/*: not what is selected
+RUNTIME_KEYS = ("MODEL.DEVICE", "TEST.IMS_PER_BATCH", "TEST.RERANK_MEMORY_MB", "TEST.EVAL_TEST_SET")
 WEIGHT = "TEST.WEIGHT"
 
 
@@ -130,6 +134,26 @@ def check_evaluation_keys(spec: Spec) -> None:
         check(f"defaults.{name}", name, EVALUATION_KEYS + RUNTIME_KEYS)
 
 
+def check_epochs(spec: Spec, trained: TrainedRun) -> None:
+    """Every ``TEST.CHECKPOINT_EPOCH`` the spec can hand out is 0 (the trained run's checkpoint) or an epoch
+    whose checkpoint the trained run kept: ``SpecError`` naming the field otherwise."""
+    defaults = get_defaults()
+    given = []  # (field, its values, or None for a range)
+    for path, name, value in leaves(spec.search_config["parameters"]):
+        choices = value.get("values", [value["value"]] if "value" in value else None)
+        if name == "overrides":
+            given.append((path, [c.get(EPOCH, 0) for c in choices or () if isinstance(c, dict)]))
+        elif resolve_key(defaults, name) == EPOCH:
+            given.append((path, choices))
+    given += [(f"defaults.{name}", [value]) for name, value in flatten_parameters(spec.defaults).items()
+              if resolve_key(defaults, name) == EPOCH]
+    kept = kept_epochs(trained.checkpoint)
+    for path, epochs in given:
+        if epochs is None or any(epoch != 0 and epoch not in kept for epoch in epochs):
+            raise SpecError(path, f"expected values among 0 (the trained run's checkpoint) and the epochs kept beside "
+                                  f"{trained.checkpoint} ({kept or 'none'}), got {epochs if epochs is not None else 'a range'}")
+
+
 def evaluating(spec: Spec, ref: str) -> Spec:
     """``spec`` evaluating ``ref`` (``--from``), in place of its ``from:``."""
     return replace(spec, evaluates=ref, notebook=EVALUATION_NOTEBOOK if spec.notebook == DEFAULT_NOTEBOOK else spec.notebook)
@@ -137,12 +161,14 @@ def evaluating(spec: Spec, ref: str) -> Spec:
 
 def resolve_evaluation(spec: Spec, runs_dir: str | Path = "runs") -> Spec:
     """An evaluation spec made runnable: the trained run's effective config and checkpoint (``TEST.WEIGHT``)
-    in its defaults, under the spec's own, and ``from`` resolved to that run (``<sweep dir>/<trial>``, what
+    in its defaults with ``TEST.EVAL_TEST_SET`` 'no', under the spec's own, and ``from`` resolved to that run (``<sweep dir>/<trial>``, what
     the ledger keeps and the analysis compares with). A training spec is returned as it is."""
     if spec.evaluates is None:
         return spec
     check_evaluation_keys(spec)
     trained = find_trained_run(spec.evaluates, runs_dir)
+    check_epochs(spec, trained)
     given = {resolve_key(get_defaults(), name) for name in flatten_parameters(spec.defaults)}
     config = {k: v for k, v in trained.config.items() if k not in DRIVER_KEYS and k not in given}
-    return replace(spec, defaults={**config, WEIGHT: str(trained.checkpoint), **spec.defaults}, evaluates=trained.ref)
+    defaults = {**config, WEIGHT: str(trained.checkpoint), "TEST.EVAL_TEST_SET": "no", **spec.defaults}
+    return replace(spec, defaults=defaults, evaluates=trained.ref)

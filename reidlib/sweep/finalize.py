@@ -75,9 +75,11 @@ def _train_final(sweep_dir: Path, trial_name: str, project_dir: Path, wandb: str
     shutil.rmtree(out, ignore_errors=True)  # an unfinished earlier attempt, or another trial's final run
     out.mkdir()
     max_epochs = trial.config["SOLVER.MAX_EPOCHS"]
-    overrides = {"DATASETS.VAL_IDS": 0, "SOLVER.EVAL_PERIOD": max_epochs, "TEST.EVAL_BEFORE_TRAINING": "no"}
+    overrides = {"DATASETS.VAL_IDS": 0, "SOLVER.EVAL_PERIOD": max_epochs, "TEST.EVAL_BEFORE_TRAINING": "no",
+                 "TEST.EVAL_TEST_SET": "yes"}
     if spec.evaluates:  # an evaluation sweep: the trained sweep's final model, tested once with the chosen TEST.* keys
-        overrides = {"DATASETS.VAL_IDS": 0, "TEST.WEIGHT": _trained_final(spec.evaluates, project_dir, wandb)}
+        overrides = {"DATASETS.VAL_IDS": 0, "TEST.EVAL_TEST_SET": "yes",
+                     "TEST.WEIGHT": _trained_final(spec.evaluates, project_dir, wandb)}
     params = notebook_parameters(spec, trial.params, out, overrides=overrides)
     destination = wandb_destination(spec.search_config, recorded=info["wandb"])
     mode = wandb_mode(wandb)
