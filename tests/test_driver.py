@@ -53,6 +53,25 @@ def test_grid_runs_every_point_once_then_ends(sweep_env):
     assert all(t.state == "finished" and len(t.history) == 3 for t in result.trials)
 
 
+def test_progress_clocks_tick_live_only_where_someone_watches(monkeypatch):
+    """A terminal (or a notebook widget) redraws the bars' clocks every second; a log file gets a redraw
+    only when something happens, or once a minute: a night's sweep under nohup leaves kilobytes of log."""
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, clock in ((io.StringIO(), driver.LOG_CLOCK_S), (Terminal(), driver.CLOCK_S)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        progress = driver.SweepProgress("s", 2, 0, 1, "val/mAP", enabled=True)
+        assert progress.clock_s == clock
+        drawn = len(stream.getvalue())
+        progress._drawn = time.monotonic() - 2  # two seconds without news
+        progress.tick()
+        assert (len(stream.getvalue()) > drawn) is (clock == driver.CLOCK_S)
+
+
 def test_wandb_destination_precedence(monkeypatch):
     """Given, else the sweep's recorded one (whole), else as the ``wandb sweep`` CLI: environment,
     then the spec, then project 'reid-sweep'."""

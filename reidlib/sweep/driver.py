@@ -363,6 +363,7 @@ def sweep_wandb_destination(session: SweepSession, project: str | None, entity: 
 BAR_METRICS = ("train/loss",)  # shown after the sweep's metric and val/rank1 on a trial's epoch bar
 TICK_S = 0.2  # how often the calling thread draws what the workers posted
 CLOCK_S = 1.0  # how often the bars are redrawn with nothing new: their clocks run during a trial
+LOG_CLOCK_S = 60.0  # the same into a file or pipe (nohup, make demo > log): a line a minute, not megabytes
 
 
 def _max_epochs(params: dict) -> int | None:
@@ -385,6 +386,8 @@ class SweepProgress:
         self._posted: queue.SimpleQueue = queue.SimpleQueue()
         self._latest: list[dict] = [{} for _ in range(workers)]
         self._drawn = 0.0
+        shown_live = hasattr(self.trials, "container") or getattr(getattr(self.trials, "fp", None), "isatty", bool)()
+        self.clock_s = CLOCK_S if shown_live else LOG_CLOCK_S  # a notebook widget or a terminal: live clocks
 
     def started(self, slot: int, name: str, max_epochs: int | None) -> None:
         self._posted.put(("started", slot, name, max_epochs))
@@ -397,7 +400,7 @@ class SweepProgress:
         self._posted.put(("ended", slot, name, state, counted))
 
     def tick(self) -> bool:
-        """Draw what the workers posted (and redraw every bar once a second); whether a trial
+        """Draw what the workers posted (and redraw every bar every ``clock_s``); whether a trial
         recorded an epoch or ended since the last tick."""
         recorded = False
         while True:
@@ -406,7 +409,7 @@ class SweepProgress:
             except queue.Empty:
                 break
             recorded |= self._draw(*event)
-        if recorded or time.monotonic() - self._drawn >= CLOCK_S:
+        if recorded or time.monotonic() - self._drawn >= self.clock_s:
             for bar in (self.trials, *self.epochs):
                 bar.refresh()
             self._drawn = time.monotonic()
