@@ -42,6 +42,7 @@ from reidlib.report import show as show  # the notebook's analysis.show(table)
 from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease
 from reidlib.sweep.ledger import CRASHED, FINISHED, RUNNING, STOPPED, Ledger, Trial
+from reidlib.sweep.selection import selected_trial
 from reidlib.sweep.spec import leaves
 from reidlib.wandb_run import flat_summary
 
@@ -120,14 +121,14 @@ class SweepReader:
         return metric["name"], metric.get("goal", contract.MAXIMIZE)
 
     def best_run(self, order: str | None = None):
-        """The finished run with the best metric; ``order`` as in wandb.Api (``"-summary_metrics.val/mAP"``
-        = highest first; a leading ``+`` = lowest first)."""
+        """The finished run with the best metric (``selected_trial``); ``order`` as in wandb.Api
+        (``"-summary_metrics.val/mAP"`` = highest first; a leading ``+`` = lowest first)."""
         if order is None:
             name, goal = self.metric
         else:
             goal = "minimize" if order.startswith("+") else "maximize"
             name = order.lstrip("+-").removeprefix("summary_metrics.")
-        return contract.best([r for r in self.runs if r.state == FINISHED], lambda r: r.summary.get(name), goal)
+        return selected_trial(self.runs, {"name": name, "goal": goal}, lambda run: run.summary.get(name))
 
 
 class LocalSweep(SweepReader):
@@ -460,9 +461,10 @@ def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
     if len(scored) >= 3:
         tau = scored["val"].astype(float).corr(scored["test"].astype(float), method="kendall")
         rows[f"Kendall's tau, {name} vs {TEST_METRIC} ({len(scored)} finished runs)"] = round(float(tau), 3)
-    pick = contract.best(scored.to_dict("records"), lambda row: row["test"])
+    pick = selected_trial(sweep.runs, {"name": TEST_METRIC, "goal": contract.MAXIMIZE},
+                          lambda run: run.summary.get(TEST_METRIC))
     if pick is not None:
-        rows["chosen on the test set instead"] = f"{pick['trial']} ({TEST_METRIC} {percent(pick['test'])})"
+        rows["chosen on the test set instead"] = f"{pick.name} ({TEST_METRIC} {percent(pick.summary[TEST_METRIC])})"
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
 

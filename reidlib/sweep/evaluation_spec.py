@@ -21,6 +21,7 @@ from reidlib import trial as contract
 from reidlib.config import get_defaults, resolve_key
 from reidlib.errors import ConfigError, SpecError
 from reidlib.sweep.ledger import FINISHED, Ledger
+from reidlib.sweep.selection import selected_trial
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, DRIVER_KEYS, EVALUATION_NOTEBOOK, Spec, flatten_parameters, leaves
 from reidlib.trial import kept_epochs
 
@@ -59,15 +60,6 @@ def _sweep_dir(ref: str, runs_dir: Path) -> Path | None:
     return None
 
 
-def _selected_trial(sweep_dir: Path) -> str:
-    from reidlib.analysis import open_local_sweep  # the one definition of a sweep's best run
-
-    best = open_local_sweep(sweep_dir).best_run()
-    if best is None:
-        raise SpecError("from", f"sweep {sweep_dir.name} has no finished trial to evaluate")
-    return best.name
-
-
 def find_trained_run(ref, runs_dir: str | Path = "runs") -> TrainedRun:
     """The trained run ``from: ref`` names (see the module's docstring); ``SpecError`` on 'from' if none."""
     if not isinstance(ref, str) or not ref.strip("/ "):
@@ -87,12 +79,18 @@ def find_trained_run(ref, runs_dir: str | Path = "runs") -> TrainedRun:
             raise SpecError("from", f"{ref}: sweep {sweep_dir.name} is not finalized (reid-sweep finalize {sweep_dir.name})")
         notebook = final["notebook"]
     else:
-        trial = trial or _selected_trial(sweep_dir)
         ledger = Ledger.open(sweep_dir)
         try:
-            found = next((t for t in ledger.trials() if t.name == trial), None)
+            trials = ledger.trials(with_history=True)
+            metric = ledger.sweep()["spec"].get("metric") or contract.DEFAULT_METRIC
         finally:
             ledger.close()
+        if not trial:
+            selected = selected_trial(trials, metric)
+            if selected is None:
+                raise SpecError("from", f"sweep {sweep_dir.name} has no finished trial to evaluate")
+            trial = selected.name
+        found = next((t for t in trials if t.name == trial), None)
         if found is None or found.state != FINISHED or not found.notebook:
             raise SpecError("from", f"expected a finished trial of sweep {sweep_dir.name}, got {trial!r}")
         notebook = found.notebook
