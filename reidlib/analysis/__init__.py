@@ -27,15 +27,14 @@ import pandas as pd
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
+from reidlib.rates import is_rate, percent
 from reidlib.report import (
     FONT,
     curve,
     epoch_axis,
     finish_figure,
-    is_rate,
     label_axes,
     new_figure,
-    percent,
     percent_axis,
 )
 from reidlib.report import show as show  # the notebook's analysis.show(table)

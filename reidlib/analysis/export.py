@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from reidlib.analysis import SELECTED_ON_TEST, LocalSweep, leaderboard, selected_on_test
-from reidlib.report import is_rate, percent
+from reidlib.rates import is_rate, percent
 from reidlib.sweep.files import own_dir, write_atomic
 from reidlib.sweep.finalize import read_final
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from reidlib import trial as contract
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.errors import SweepStateError
-from reidlib.report import is_rate, percent
+from reidlib.rates import is_rate, percent
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config
 from reidlib.sweep.checkpoints import prune_checkpoints
 from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash, draw_seed
