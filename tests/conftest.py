@@ -80,7 +80,7 @@ def sweep(tmp_path_factory, tiny_config):
     """A 3-trial grid sweep through the real driver (papermill kernels, offline wandb), with its
     report: ``(SweepResult, make_report's outputs)``. Run once per session: it takes half a minute."""
     from reidlib.sweep import run_sweep
-    from reidlib.sweep.driver import make_report
+    from reidlib.workflow import make_report
 
     runs = tmp_path_factory.mktemp("runs")
     spec = tmp_path_factory.mktemp("spec") / "grid.yaml"

@@ -345,7 +345,7 @@ def _analysis_text(path) -> tuple[str, list]:
 
 
 def test_analysis_of_an_all_failed_sweep_says_so(sweep_env):
-    from reidlib.sweep.driver import make_report
+    from reidlib.workflow import make_report
 
     result = sweep_env(grid([1e-3, 1e-2]), prelude="raise ValueError('no data here')")
     outputs = make_report(result.directory)
@@ -355,7 +355,7 @@ def test_analysis_of_an_all_failed_sweep_says_so(sweep_env):
 
 
 def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
-    from reidlib.sweep.driver import run_analysis
+    from reidlib.workflow import run_analysis
 
     result = sweep_env(grid([1e-3]))
     ledger = Ledger(result.directory / "sweep.db")

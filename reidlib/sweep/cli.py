@@ -88,7 +88,7 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         selection_check,
     )
     from reidlib.report import as_text, metric_text
-    from reidlib.sweep.driver import make_report
+    from reidlib.workflow import make_report
 
     outputs = outputs if outputs is not None else make_report(sweep_dir)
     sweep = open_sweep(sweep_dir)
@@ -120,8 +120,9 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
 
 
 def _cmd_run(args) -> int:
-    from reidlib.sweep.driver import finish_sweep, run_sweep
+    from reidlib.sweep.driver import run_sweep
     from reidlib.wandb_run import wandb_destination, wandb_mode
+    from reidlib.workflow import finish_sweep
 
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
