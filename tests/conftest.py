@@ -57,7 +57,7 @@ def run_cli(capsys, monkeypatch):
     """``run_cli(*argv, cwd=REPO)``: the ``reid-sweep`` CLI run in this process, ``(exit code, stdout,
     stderr)``. A subprocess would pay seconds of imports per case; the tests about the process itself
     (its exit status from ``python -m``, what it imports) start one."""
-    from reidlib.sweep import cli
+    from reidlib import cli
 
     def run(*argv: str, cwd: Path = REPO) -> tuple[int, str, str]:
         monkeypatch.chdir(cwd)

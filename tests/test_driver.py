@@ -217,7 +217,7 @@ def _cli_sweep(tmp_path, tiny_config, spec: dict, extra: str = "pass"):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", **spec}))
     runs = tmp_path / "runs"
-    return [sys.executable, "-m", "reidlib.sweep.cli", "run", str(path), "--runs-dir", str(runs), "--wandb", "disabled"], runs
+    return [sys.executable, "-m", "reidlib.cli", "run", str(path), "--runs-dir", str(runs), "--wandb", "disabled"], runs
 
 
 def _wait_for_epochs(runs, trials_with_history: int):

@@ -26,7 +26,8 @@ from fake_trial import barrier, wait_for_file, write_fake_trial
 from processes import assert_no_tagged_process, new_tag, tagged_environment
 from wandb_offline import read_run
 
-from reidlib.sweep import cli, create_sweep, run_sweep
+from reidlib import cli
+from reidlib.sweep import create_sweep, run_sweep
 from reidlib.sweep import ledger as ledger_module
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
@@ -288,7 +289,7 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
     spec = grid_spec(values, extra=barrier(4))
     tag = new_tag()  # marks every process these drivers start, kernels and wandb's included
     env = tagged_environment(tag)
-    command = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs", "--wandb", "offline"]
+    command = [sys.executable, "-m", "reidlib.cli", "run", str(spec), "--runs-dir", "runs", "--wandb", "offline"]
 
     def start(*extra):
         return subprocess.Popen([*command, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE,

@@ -219,7 +219,7 @@ def test_the_html_report_reads_in_percent(sweep):
 
 
 def test_status_prints_metrics_in_percent_as_the_notebook_shows_them(sweep, capsys):
-    from reidlib.sweep import cli
+    from reidlib import cli
 
     assert cli.main(["status", str(sweep.directory)]) == 0
     out = capsys.readouterr().out

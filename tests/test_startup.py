@@ -155,7 +155,7 @@ def test_two_first_writers_make_one_correct_file(tmp_path):
 
 
 def test_clean_cache_removes_the_images(tmp_path, monkeypatch, capsys):
-    from reidlib.sweep.cli import main
+    from reidlib.cli import main
 
     monkeypatch.setenv(image_cache.CACHE_ENV, str(tmp_path / "cache"))
     cached(image_cache.images_dir(), write_images(tmp_path / "img", 3))
