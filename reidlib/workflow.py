@@ -14,6 +14,7 @@ from typing import Callable
 from reidlib import trial as contract
 from reidlib.analysis import LiveLeaderboard, open_sweep
 from reidlib.analysis.export import build_html_report, export_best
+from reidlib.sweep import layout
 from reidlib.sweep.driver import SweepInterrupted, SweepResult, run_sweep, running_elsewhere
 from reidlib.sweep.files import own_dir
 from reidlib.sweep.lease import DriverLease
@@ -22,14 +23,13 @@ from reidlib.sweep.spec import Spec
 
 log = logging.getLogger(__name__)
 
-REPORT_LOCK = ".report.lock"  # in runs/<id>/: drivers that end together write the report one after the other
 ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analysis.ipynb"  # the repo's
 
 
 def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path:
     """Execute the analysis notebook for a sweep into ``<sweep_dir>/report/analysis.ipynb``."""
     project_dir = Path(project_dir or Path.cwd()).resolve()
-    report = own_dir(sweep_dir / "report")
+    report = own_dir(sweep_dir / layout.REPORT_DIR)
     output = report / "analysis.ipynb"
     # its links resolve from report/: from the notebook opened in JupyterLab and from report/analysis.html
     outcome = execute_notebook(ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())}, cwd=project_dir,
@@ -41,7 +41,7 @@ def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path
 
 def make_report(sweep_dir: Path, project_dir: str | Path | None = None) -> dict[str, Path]:
     """The analysis notebook, the best run's exports and the HTML report of a sweep."""
-    with (sweep_dir / REPORT_LOCK).open("w") as lock:
+    with (sweep_dir / layout.REPORT_LOCK).open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         analysis = run_analysis(sweep_dir, project_dir)
         sweep = open_sweep(sweep_dir)

@@ -401,7 +401,8 @@ def test_drivers_saving_the_wandb_destination_together_never_fail(tmp_path):
 
 
 def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):
-    from reidlib.sweep.driver import SWEEP_STOP_FILE, open_session
+    from reidlib.sweep.driver import open_session
+    from reidlib.sweep.layout import STOP_FILE
     from reidlib.sweep.lease import DriverLease
 
     spec = write_spec({"method": "grid", "parameters": {"base_lr": [0.001, 0.002]}})
@@ -409,14 +410,14 @@ def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_
     sweep_id = create_sweep(spec, runs, REPO)
     sweep_dir = runs / sweep_id
     live = DriverLease(sweep_dir)  # another driver, still finishing after `reid-sweep stop`
-    (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
+    (sweep_dir / STOP_FILE).write_text("stop")
     joined = open_session(spec, runs, sweep_id, REPO)
-    assert (sweep_dir / SWEEP_STOP_FILE).exists()
+    assert (sweep_dir / STOP_FILE).exists()
     joined.lease.release()
     joined.ledger.close()
     live.release()
     resumed = open_session(spec, runs, sweep_id, REPO)
-    assert not (sweep_dir / SWEEP_STOP_FILE).exists()
+    assert not (sweep_dir / STOP_FILE).exists()
     resumed.lease.release()
     resumed.ledger.close()
 

@@ -227,7 +227,8 @@ def test_finalize_retrains_the_best_on_every_identity_and_tests_once(sweep, monk
 
     from reidlib.analysis import final_run, open_sweep
     from reidlib.analysis.export import export_best
-    from reidlib.sweep.finalize import FINAL_DIR, finalize, read_final
+    from reidlib.sweep.finalize import finalize, read_final
+    from reidlib.sweep.layout import FINAL_DIR
 
     shared, _ = sweep
     directory = tmp_path / shared.sweep_id  # a copy: the other tests of the shared sweep see no final/

@@ -38,6 +38,7 @@ from reidlib.report import (
     percent_axis,
 )
 from reidlib.report import show as show  # the notebook's analysis.show(table)
+from reidlib.sweep import layout
 from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease
 from reidlib.sweep.ledger import CRASHED, FINISHED, RUNNING, STOPPED, Ledger, Trial
@@ -148,16 +149,12 @@ class LocalSweep(SweepReader):
                               if t.name in orphans and t.state == RUNNING else t, self.id, metric) for t in trials]
 
 
-def open_local_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:
+def open_local_sweep(ref: str | Path, runs_dir: str | Path = layout.RUNS_DIR) -> LocalSweep:
     """A sweep of this machine, by id (under ``runs_dir``) or by directory."""
-    path = Path(ref)
-    for candidate in (path, Path(runs_dir) / str(ref)):
-        if (candidate / "sweep.db").is_file():
-            return LocalSweep(candidate)
-    raise SweepStateError(str(ref), f"no sweep found (looked for sweep.db in {path} and {Path(runs_dir) / str(ref)})")
+    return LocalSweep(layout.existing_sweep_dir(ref, runs_dir))
 
 
-def open_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> SweepReader:
+def open_sweep(ref: str | Path, runs_dir: str | Path = layout.RUNS_DIR) -> SweepReader:
     """A sweep by id (under ``runs_dir``), by directory, or by W&B path ``entity/project/sweep_id``
     (through ``wandb.Api``); a local sweep of that name wins."""
     try:

@@ -17,6 +17,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from reidlib.sweep import layout
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, STOPPED, Trial
 from reidlib.sweep.selection import ranked_trials
 from reidlib.sweep.spec import Spec
@@ -41,7 +42,7 @@ def prune_checkpoints(sweep_dir: Path, trials: list[Trial], spec: Spec) -> list[
     pruned = []
     for trial in trials:
         ended = trial.state in (FINISHED, STOPPED, FAILED) or (trial.state == CRASHED and trial.name in superseded)
-        if ended and trial.name not in keep and _remove(Path(sweep_dir) / "trials" / trial.name):
+        if ended and trial.name not in keep and _remove(layout.trial_dir(Path(sweep_dir), trial.name)):
             pruned.append(trial.name)
     if pruned:
         log.info("checkpoints deleted: %s (keep_checkpoints: the best %s by %s)", ", ".join(pruned),

@@ -31,6 +31,7 @@ from reidlib import trial as contract
 from reidlib.config import DEFAULT_WANDB_PROJECT
 from reidlib.errors import SweepStateError
 from reidlib.rates import is_rate, percent
+from reidlib.sweep import layout
 from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config
 from reidlib.sweep.checkpoints import prune_checkpoints
 from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash, draw_seed
@@ -39,7 +40,7 @@ from reidlib.sweep.files import own_dir
 from reidlib.sweep.holdout import resolve_holdout
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
 from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial
-from reidlib.sweep.reindex import SPEC_FILE, recover_finished, save_wandb_destination
+from reidlib.sweep.reindex import recover_finished, save_wandb_destination
 from reidlib.sweep.resume import check_same_spec
 from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
 from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
@@ -47,7 +48,6 @@ from reidlib.wandb_run import wandb_destination, wandb_mode
 
 log = logging.getLogger(__name__)
 
-SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
 OTHERS_POLL_S = 1.0  # how often a driver with nothing left to run looks at other drivers' trials
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -74,7 +74,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
     """
     spec = spec if isinstance(spec, Spec) else load_spec(spec)
     project_dir = Path(project_dir or Path.cwd()).resolve()
-    runs_dir = Path(runs_dir or spec.runs_dir or project_dir / "runs").resolve()
+    runs_dir = Path(runs_dir or spec.runs_dir or project_dir / layout.RUNS_DIR).resolve()
     spec = resolve_evaluation(spec, runs_dir)
     check_against_config(spec)
     spec = resolve_holdout(spec)
@@ -83,7 +83,7 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
         raise SweepStateError("notebook", f"trial notebook not found: {project_dir / spec.notebook}")
     check_notebook_parameters(spec, project_dir)
     if sweep_id:
-        directory = runs_dir / sweep_id
+        directory = layout.sweep_dir(runs_dir, sweep_id)
         ledger = Ledger.open(directory)
         try:
             check_same_spec(spec, ledger.sweep()["spec"], sweep_id)
@@ -92,16 +92,16 @@ def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sw
             ledger.close()
             raise
         if not DriverLease.any_alive(directory):  # resuming a stopped sweep; joining live drivers keeps their stop
-            (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
+            (directory / layout.STOP_FILE).unlink(missing_ok=True)
         lease = DriverLease(directory)
         ledger.worker = lease.token
         adopt_orphans(ledger, directory)
     else:
         spec = replace(spec, seed=asked_seed if asked_seed is not None else draw_seed())
         sweep_id = new_id or new_sweep_id()
-        directory = runs_dir / sweep_id
+        directory = layout.sweep_dir(runs_dir, sweep_id)
         directory.mkdir(parents=True)
-        (directory / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))  # for reindex
+        (directory / layout.SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))  # for reindex
         lease = DriverLease(directory)
         ledger = Ledger.create(directory, sweep_id, spec.name, spec.to_dict())
         ledger.worker = lease.token
@@ -155,7 +155,7 @@ def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
 
 def trial_parameters(session: SweepSession, trial: Trial) -> dict:
     """The papermill parameters of a trial of the session's sweep."""
-    return notebook_parameters(session.spec, trial.params, session.directory / "trials" / trial.name)
+    return notebook_parameters(session.spec, trial.params, layout.trial_dir(session.directory, trial.name))
 
 
 def notebook_parameters(spec: Spec, chosen: dict, output_dir: Path, overrides: dict | None = None) -> dict:
@@ -247,7 +247,7 @@ def run_trial(session: SweepSession, controller: LocalController | None, trial: 
     ``on_scrap(name, data)``: told each scrap once it is recorded (the driver's progress bars).
     """
     params = trial_parameters(session, trial)
-    notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
+    notebook_out = layout.trial_notebook(session.directory, trial.name)
     own_dir(params["output_dir"])  # the trial's files go there, not where a link planted there points
     running.add(trial.name, params["output_dir"])
     contract.record_verdict(params["output_dir"], 0)  # tells the trial a driver decides on its epochs
@@ -508,7 +508,7 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         session.ledger.close()
         raise
     running, stopping, errors = RunningTrials(), threading.Event(), []
-    stop_file = session.directory / SWEEP_STOP_FILE
+    stop_file = session.directory / layout.STOP_FILE
 
     def choose(trials):
         return None if stopping.is_set() or stop_file.exists() else controller.next_trial(trials)
@@ -529,7 +529,7 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     warm_up = notebook_warm_up(session.project_dir / session.spec.notebook)
 
     def work(slot, env):
-        pool = KernelPool(env, session.project_dir, session.directory / "trials", warm_up,
+        pool = KernelPool(env, session.project_dir, session.directory / layout.TRIALS_DIR, warm_up,
                           spare_after_first_epoch=spare_after_first_epoch(env))
         try:
             while (trial := claim()) is not None:
@@ -608,10 +608,10 @@ def stop_sweep(sweep_dir: Path) -> list[str]:
     """``reid-sweep stop``: no new trials, and running ones end after their current epoch."""
     ledger = Ledger.open(sweep_dir)  # first: a damaged sweep is refused before anything is written
     try:
-        (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
+        (sweep_dir / layout.STOP_FILE).write_text("stop")
         names = [t.name for t in ledger.trials() if t.state == RUNNING and DriverLease.alive(sweep_dir, t.worker)]
     finally:
         ledger.close()
     for name in names:
-        contract.request_stop(sweep_dir / "trials" / name, "stop command")
+        contract.request_stop(layout.trial_dir(sweep_dir, name), "stop command")
     return names

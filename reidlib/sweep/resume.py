@@ -12,18 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import LEDGER_FILE, Ledger
+from reidlib.sweep import layout
+from reidlib.sweep.ledger import Ledger
 from reidlib.sweep.spec import Spec, amend, normalise
 
 MAY_DIFFER = ("seed", "count", "keep_checkpoints")  # the seed is checked by itself; the others are not the search
-
-
-def sweep_directory(ref: str, runs_dir: str | Path) -> Path:
-    """A sweep's directory, from its id (under ``runs_dir``) or its path."""
-    for candidate in (Path(runs_dir) / ref, Path(ref)):
-        if (candidate / LEDGER_FILE).is_file():
-            return candidate
-    raise SweepStateError(ref, f"no sweep found (looked for {LEDGER_FILE} in {Path(runs_dir) / ref} and {ref})")
 
 
 def recorded_spec(sweep_dir: Path, **amendments) -> Spec:
@@ -35,7 +28,7 @@ def recorded_spec(sweep_dir: Path, **amendments) -> Spec:
     finally:
         ledger.close()
     raw = amend(recorded, **amendments) if amendments else recorded
-    return normalise(raw, source=str(sweep_dir / LEDGER_FILE))
+    return normalise(raw, source=str(sweep_dir / layout.LEDGER_FILE))
 
 
 def differences(given, recorded, path: str = "") -> list[tuple[str, object, object]]:
