@@ -15,10 +15,11 @@ from reidlib import trial as contract
 from reidlib.analysis import LiveLeaderboard, open_sweep
 from reidlib.analysis.export import build_html_report, export_best
 from reidlib.sweep import layout
-from reidlib.sweep.driver import SweepInterrupted, SweepResult, run_sweep, running_elsewhere
+from reidlib.sweep.driver import SweepInterrupted, SweepResult, run_sweep
 from reidlib.sweep.files import own_dir
 from reidlib.sweep.lease import DriverLease
 from reidlib.sweep.runner import execute_notebook
+from reidlib.sweep.session import running_elsewhere
 from reidlib.sweep.spec import Spec
 
 log = logging.getLogger(__name__)

@@ -401,9 +401,9 @@ def test_drivers_saving_the_wandb_destination_together_never_fail(tmp_path):
 
 
 def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):
-    from reidlib.sweep.driver import open_session
     from reidlib.sweep.layout import STOP_FILE
     from reidlib.sweep.lease import DriverLease
+    from reidlib.sweep.session import open_session
 
     spec = write_spec({"method": "grid", "parameters": {"base_lr": [0.001, 0.002]}})
     runs = tmp_path / "runs"

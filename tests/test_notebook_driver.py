@@ -19,7 +19,7 @@ from tqdm import tqdm as text_tqdm
 from reidlib import trial as contract
 from reidlib import workflow
 from reidlib.analysis import open_sweep, trial_links
-from reidlib.sweep import driver, run_sweep
+from reidlib.sweep import progress, run_sweep
 from reidlib.sweep.ledger import Ledger
 
 HREF = re.compile(r'<a class="reid-report" href="([^"]+)"')
@@ -80,7 +80,7 @@ def test_the_epoch_bar_and_the_leaderboard_move_during_a_trial(fake_spec, tmp_pa
                               self.format_dict["elapsed"]))
             return super().refresh(*args, **kwargs)
 
-    monkeypatch.setattr(driver, "tqdm", RecordedBar)
+    monkeypatch.setattr(progress, "tqdm", RecordedBar)
     display = FakeDisplay()
     monkeypatch.setattr(IPython.display, "display", display)
     from reidlib.analysis import LiveLeaderboard
@@ -140,7 +140,7 @@ def test_an_interrupt_is_one_line_and_the_resumed_board_shows_the_trials_at_once
             bars.append(self)
 
     monkeypatch.setattr(tqdm.notebook, "display", lambda *args, **kwargs: None)  # no kernel to show widgets in
-    monkeypatch.setattr(driver, "tqdm", WidgetBar)
+    monkeypatch.setattr(progress, "tqdm", WidgetBar)
 
     interrupted = []
 

@@ -63,7 +63,7 @@ def find_trained_run(ref, runs_dir: str | Path = layout.RUNS_DIR) -> TrainedRun:
     """The trained run ``from: ref`` names (see the module's docstring); ``SpecError`` on 'from' if none."""
     if not isinstance(ref, str) or not ref.strip("/ "):
         raise SpecError("from", f"expected '<sweep-id>[/<trial>]' or '<sweep-id>/final', got {ref!r}")
-    from reidlib.sweep.finalize import read_final  # finalize imports the driver, which imports this
+    from reidlib.sweep.finalize import read_final  # finalize imports the sweep session, which imports this
 
     ref, runs_dir = ref.rstrip("/"), Path(runs_dir)
     sweep_dir, trial = _sweep_dir(ref, runs_dir), None

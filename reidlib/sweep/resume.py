@@ -4,7 +4,7 @@
 again. A spec given with an existing id must be that spec: one that differs (a parameter's values, the
 method, the metric, a default, ...) is one line naming the first field that differs, before anything is
 written, since resuming with it would mix two searches in one ledger. The seed has its own check
-(``driver.sweep_seed``); ``count`` and ``keep_checkpoints`` may differ: a resume runs to the count,
+(``session.sweep_seed``); ``count`` and ``keep_checkpoints`` may differ: a resume runs to the count,
 and keeps the checkpoints, it is given.
 """
 from __future__ import annotations

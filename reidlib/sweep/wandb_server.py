@@ -21,9 +21,12 @@ from pathlib import Path
 from reidlib import trial as contract
 from reidlib.errors import SpecError
 from reidlib.sweep import layout
-from reidlib.sweep.driver import RunningTrials, SweepSession, TrialOptions, open_session, run_trial, worker_environments
+from reidlib.sweep.processes import RunningTrials
 from reidlib.sweep.reindex import save_wandb_destination
+from reidlib.sweep.session import SweepSession, open_session
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, Spec, normalise
+from reidlib.sweep.trial_run import TrialOptions, run_trial
+from reidlib.sweep.workers import worker_environments
 from reidlib.wandb_run import start_run
 
 log = logging.getLogger(__name__)
