@@ -111,8 +111,8 @@ def generate(config_file: str, overrides: dict) -> None:
 
 
 def run_mode(probe: Path, work: Path, config_file: str, overrides: dict, trials: int, after: bool) -> list[dict]:
-    from reidlib.sweep.driver import spare_after_first_epoch
     from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
+    from reidlib.sweep.workers import spare_after_first_epoch
 
     env = {CACHE_ENV: str(work / "cache"), UNTRAINED_CACHE_ENV: str(work / "untrained")} if after else {CACHE_ENV: "off"}
     env["OMP_NUM_THREADS"] = str(os.cpu_count() or 1)  # as a one-worker sweep gives its kernel

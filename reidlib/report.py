@@ -8,35 +8,17 @@ figures as "n/a", paths whole and as links, figures at a legible size (``FONT``)
 from __future__ import annotations
 
 import html
-import math
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Mapping
 
 import pandas as pd
 
 from reidlib.config import config_diff, get_defaults
+from reidlib.rates import NOT_AVAILABLE, is_rate, missing, percent
 
-# A ranking metric's name, alone or at the end of a label ("val/mAP", "its test/rank1", "mINP").
-RATE = re.compile(r"(?:^|[ /])(?:mAP|mINP|rank\d+)$")
 FONT = {"title": 12, "label": 11, "tick": 10, "legend": 9}  # points; figures are drawn at DPI
 DPI = 100
-NOT_AVAILABLE = "n/a"
-
-
-def is_rate(label) -> bool:
-    """Whether a row or column label names a ranking metric (a fraction, read in %)."""
-    return isinstance(label, str) and bool(RATE.search(label))
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def percent(value) -> str:
-    """A fraction as a researcher reads mAP: ``0.6123`` -> ``"61.2%"``."""
-    return NOT_AVAILABLE if _missing(value) else f"{100 * value:.1f}%"
 
 
 def relative_href(path: str | Path, base: str | Path | None = None) -> str:
@@ -65,7 +47,7 @@ def _cell(rate: bool, as_html: bool = True):
     def format_value(value) -> str:
         if isinstance(value, Path):
             return link(value) if as_html else display_path(value)
-        if _missing(value):
+        if missing(value):
             return NOT_AVAILABLE
         if isinstance(value, float):
             return percent(value) if rate else f"{value:.4g}"

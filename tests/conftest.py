@@ -57,7 +57,7 @@ def run_cli(capsys, monkeypatch):
     """``run_cli(*argv, cwd=REPO)``: the ``reid-sweep`` CLI run in this process, ``(exit code, stdout,
     stderr)``. A subprocess would pay seconds of imports per case; the tests about the process itself
     (its exit status from ``python -m``, what it imports) start one."""
-    from reidlib.sweep import cli
+    from reidlib import cli
 
     def run(*argv: str, cwd: Path = REPO) -> tuple[int, str, str]:
         monkeypatch.chdir(cwd)
@@ -80,7 +80,7 @@ def sweep(tmp_path_factory, tiny_config):
     """A 3-trial grid sweep through the real driver (papermill kernels, offline wandb), with its
     report: ``(SweepResult, make_report's outputs)``. Run once per session: it takes half a minute."""
     from reidlib.sweep import run_sweep
-    from reidlib.sweep.driver import make_report
+    from reidlib.workflow import make_report
 
     runs = tmp_path_factory.mktemp("runs")
     spec = tmp_path_factory.mktemp("spec") / "grid.yaml"

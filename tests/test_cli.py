@@ -10,7 +10,7 @@ from conftest import REPO
 
 
 def cli(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "reidlib.cli", *args], cwd=cwd, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("content, words", [
@@ -58,7 +58,7 @@ def test_the_driver_process_never_imports_torch(tmp_path):
     spec = tmp_path / "rerank.yaml"
     spec.write_text(yaml.safe_dump({"method": "grid", "config_file": "configs/synthetic.yml",
                                     "parameters": {"base_lr": [0.1], "TEST.RE_RANKING": "yes"}}))
-    code = ("import sys; from reidlib.sweep import cli, driver; import reidlib.analysis; "
+    code = ("import sys; from reidlib import cli, workflow; "
             f"code = cli.main(['validate', {str(spec)!r}]); "
             "print(code, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)

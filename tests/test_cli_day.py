@@ -12,7 +12,8 @@ import yaml
 from conftest import REPO
 from fake_trial import write_fake_trial
 
-from reidlib.sweep import cli, create_sweep, run_sweep
+from reidlib import cli
+from reidlib.sweep import create_sweep, run_sweep
 from reidlib.sweep.ledger import Ledger
 from reidlib.sweep.spec import DEFAULT_KEEP_CHECKPOINTS, leaves, load_spec
 from reidlib.trial import build_config

@@ -24,7 +24,8 @@ from fake_trial import write_fake_trial
 from processes import assert_no_tagged_process, new_tag, tagged_environment
 from test_faults import assert_no_process_left, error_line, trials_of
 
-from reidlib.sweep import cli, create_sweep, run_sweep
+from reidlib import cli
+from reidlib.sweep import create_sweep, run_sweep
 from reidlib.sweep.controller import MAX_KERNEL_DEATHS
 from reidlib.sweep.lease import DRIVER_GONE
 

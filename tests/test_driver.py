@@ -21,7 +21,7 @@ from wandb_offline import read_run
 
 from reidlib.analysis import open_local_sweep
 from reidlib.errors import SweepStateError
-from reidlib.sweep import driver, run_sweep
+from reidlib.sweep import driver, run_sweep, trial_run, workers
 from reidlib.sweep.bridge import wandb_destination, write_missing_runs
 from reidlib.sweep.controller import SweepPaused
 from reidlib.sweep.lease import DriverLease
@@ -58,18 +58,20 @@ def test_progress_clocks_tick_live_only_where_someone_watches(monkeypatch):
     only when something happens, or once a minute: a night's sweep under nohup leaves kilobytes of log."""
     import io
 
+    from reidlib.sweep.progress import CLOCK_S, LOG_CLOCK_S, SweepProgress
+
     class Terminal(io.StringIO):
         def isatty(self):
             return True
 
-    for stream, clock in ((io.StringIO(), driver.LOG_CLOCK_S), (Terminal(), driver.CLOCK_S)):
+    for stream, clock in ((io.StringIO(), LOG_CLOCK_S), (Terminal(), CLOCK_S)):
         monkeypatch.setattr(sys, "stderr", stream)
-        progress = driver.SweepProgress("s", 2, 0, 1, "val/mAP", enabled=True)
+        progress = SweepProgress("s", 2, 0, 1, "val/mAP", enabled=True)
         assert progress.clock_s == clock
         drawn = len(stream.getvalue())
         progress._drawn = time.monotonic() - 2  # two seconds without news
         progress.tick()
-        assert (len(stream.getvalue()) > drawn) is (clock == driver.CLOCK_S)
+        assert (len(stream.getvalue()) > drawn) is (clock == CLOCK_S)
 
 
 def test_wandb_destination_precedence(monkeypatch):
@@ -205,7 +207,7 @@ def test_time_limit_stops_a_slow_trial(sweep_env):
 
 
 def test_a_trial_that_ignores_its_time_limit_is_killed(sweep_env, monkeypatch):
-    monkeypatch.setattr(driver, "grace_period", lambda limit: 1.0)
+    monkeypatch.setattr(trial_run, "grace_period", lambda limit: 1.0)
     result = sweep_env(grid([1e-3]), extra="time.sleep(600)", time_limit=1)
     [t] = result.trials
     assert t.state == "failed" and t.exit_reason.startswith("time limit")
@@ -217,7 +219,7 @@ def _cli_sweep(tmp_path, tiny_config, spec: dict, extra: str = "pass"):
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", **spec}))
     runs = tmp_path / "runs"
-    return [sys.executable, "-m", "reidlib.sweep.cli", "run", str(path), "--runs-dir", str(runs), "--wandb", "disabled"], runs
+    return [sys.executable, "-m", "reidlib.cli", "run", str(path), "--runs-dir", str(runs), "--wandb", "disabled"], runs
 
 
 def _wait_for_epochs(runs, trials_with_history: int):
@@ -345,7 +347,7 @@ def _analysis_text(path) -> tuple[str, list]:
 
 
 def test_analysis_of_an_all_failed_sweep_says_so(sweep_env):
-    from reidlib.sweep.driver import make_report
+    from reidlib.workflow import make_report
 
     result = sweep_env(grid([1e-3, 1e-2]), prelude="raise ValueError('no data here')")
     outputs = make_report(result.directory)
@@ -355,7 +357,7 @@ def test_analysis_of_an_all_failed_sweep_says_so(sweep_env):
 
 
 def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
-    from reidlib.sweep.driver import run_analysis
+    from reidlib.workflow import run_analysis
 
     result = sweep_env(grid([1e-3]))
     ledger = Ledger(result.directory / "sweep.db")
@@ -403,6 +405,6 @@ def test_a_bayes_sweep_runs_distinct_trials_up_to_its_count(sweep_env):
 
 def test_each_worker_sees_only_its_gpu_and_a_share_of_the_cpus(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
-    assert driver.worker_environments(gpus=["0", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "8"},
+    assert workers.worker_environments(gpus=["0", "3"]) == [{"CUDA_VISIBLE_DEVICES": "0", "OMP_NUM_THREADS": "8"},
                                                            {"CUDA_VISIBLE_DEVICES": "3", "OMP_NUM_THREADS": "8"}]
-    assert driver.worker_environments(workers=4) == [{"OMP_NUM_THREADS": "4"}] * 4
+    assert workers.worker_environments(workers=4) == [{"OMP_NUM_THREADS": "4"}] * 4

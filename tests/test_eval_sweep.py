@@ -140,14 +140,14 @@ def test_the_cli_refuses_a_mixed_spec_in_one_line_and_writes_nothing(tmp_path):
     path.write_text(yaml.safe_dump({"from": "any", "method": "grid",
                                     "parameters": {"TEST.RERANK_K1": [10], "weight_decay": [0.001]}}))
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(path), "--runs-dir", str(runs)],
+    proc = subprocess.run([sys.executable, "-m", "reidlib.cli", "run", str(path), "--runs-dir", str(runs)],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
     assert "parameters.weight_decay: SOLVER.WEIGHT_DECAY is not a test-time key" in proc.stderr
     assert not runs.exists()
     # --from replaces the preset's from:
-    proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "validate", "sweeps/rerank.yaml", "--from", "nowhere"],
+    proc = subprocess.run([sys.executable, "-m", "reidlib.cli", "validate", "sweeps/rerank.yaml", "--from", "nowhere"],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: from: no sweep 'nowhere'")
 

@@ -26,7 +26,8 @@ from fake_trial import barrier, wait_for_file, write_fake_trial
 from processes import assert_no_tagged_process, new_tag, tagged_environment
 from wandb_offline import read_run
 
-from reidlib.sweep import cli, create_sweep, run_sweep
+from reidlib import cli
+from reidlib.sweep import create_sweep, run_sweep
 from reidlib.sweep import ledger as ledger_module
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook
@@ -288,7 +289,7 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
     spec = grid_spec(values, extra=barrier(4))
     tag = new_tag()  # marks every process these drivers start, kernels and wandb's included
     env = tagged_environment(tag)
-    command = [sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs", "--wandb", "offline"]
+    command = [sys.executable, "-m", "reidlib.cli", "run", str(spec), "--runs-dir", "runs", "--wandb", "offline"]
 
     def start(*extra):
         return subprocess.Popen([*command, *extra], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
@@ -400,22 +401,23 @@ def test_drivers_saving_the_wandb_destination_together_never_fail(tmp_path):
 
 
 def test_a_driver_joining_live_drivers_keeps_their_stop_and_one_resuming_clears_it(write_spec, tmp_path):
-    from reidlib.sweep.driver import SWEEP_STOP_FILE, open_session
+    from reidlib.sweep.layout import STOP_FILE
     from reidlib.sweep.lease import DriverLease
+    from reidlib.sweep.session import open_session
 
     spec = write_spec({"method": "grid", "parameters": {"base_lr": [0.001, 0.002]}})
     runs = tmp_path / "runs"
     sweep_id = create_sweep(spec, runs, REPO)
     sweep_dir = runs / sweep_id
     live = DriverLease(sweep_dir)  # another driver, still finishing after `reid-sweep stop`
-    (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
+    (sweep_dir / STOP_FILE).write_text("stop")
     joined = open_session(spec, runs, sweep_id, REPO)
-    assert (sweep_dir / SWEEP_STOP_FILE).exists()
+    assert (sweep_dir / STOP_FILE).exists()
     joined.lease.release()
     joined.ledger.close()
     live.release()
     resumed = open_session(spec, runs, sweep_id, REPO)
-    assert not (sweep_dir / SWEEP_STOP_FILE).exists()
+    assert not (sweep_dir / STOP_FILE).exists()
     resumed.lease.release()
     resumed.ledger.close()
 

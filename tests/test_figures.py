@@ -11,7 +11,7 @@ from itertools import pairwise
 import pytest
 from conftest import REPO
 
-from reidlib import analysis, report
+from reidlib import analysis, rates, report
 from reidlib.sweep.ledger import FINISHED, Ledger
 from reidlib.wandb_run import flat_summary
 
@@ -204,10 +204,10 @@ def test_commit_of_a_directory_outside_git_is_unknown(tmp_path):
 
 
 def test_ranking_metric_labels():
-    assert all(report.is_rate(label) for label in ("val/mAP", "mINP", "rank10", "its test/mAP", "untrained/val/rank1"))
-    assert not any(report.is_rate(label) for label in ("val_ids", "Kendall's tau, val/mAP vs test/mAP (4 finished runs)",
-                                                       "train/loss", "rank", 3, None))
-    assert report.percent(0.61234) == "61.2%" and report.percent(None) == "n/a" and report.percent(float("nan")) == "n/a"
+    assert all(rates.is_rate(label) for label in ("val/mAP", "mINP", "rank10", "its test/mAP", "untrained/val/rank1"))
+    assert not any(rates.is_rate(label) for label in ("val_ids", "Kendall's tau, val/mAP vs test/mAP (4 finished runs)",
+                                                      "train/loss", "rank", 3, None))
+    assert rates.percent(0.61234) == "61.2%" and rates.percent(None) == "n/a" and rates.percent(float("nan")) == "n/a"
 
 
 
@@ -219,7 +219,7 @@ def test_the_html_report_reads_in_percent(sweep):
 
 
 def test_status_prints_metrics_in_percent_as_the_notebook_shows_them(sweep, capsys):
-    from reidlib.sweep import cli
+    from reidlib import cli
 
     assert cli.main(["status", str(sweep.directory)]) == 0
     out = capsys.readouterr().out

@@ -140,7 +140,7 @@ def test_a_test_metric_in_a_spec_is_refused(write_spec):
 def test_the_cli_refuses_a_test_metric_in_one_line_and_writes_nothing(write_spec, tmp_path):
     path = write_spec({"method": "grid", "parameters": {"base_lr": [0.001]}})
     runs = tmp_path / "runs"
-    proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(path), "--metric", "test/mAP",
+    proc = subprocess.run([sys.executable, "-m", "reidlib.cli", "run", str(path), "--metric", "test/mAP",
                            "--runs-dir", str(runs)], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "metric.name" in proc.stderr
@@ -227,7 +227,8 @@ def test_finalize_retrains_the_best_on_every_identity_and_tests_once(sweep, monk
 
     from reidlib.analysis import final_run, open_sweep
     from reidlib.analysis.export import export_best
-    from reidlib.sweep.finalize import FINAL_DIR, finalize, read_final
+    from reidlib.sweep.finalize import finalize, read_final
+    from reidlib.sweep.layout import FINAL_DIR
 
     shared, _ = sweep
     directory = tmp_path / shared.sweep_id  # a copy: the other tests of the shared sweep see no final/

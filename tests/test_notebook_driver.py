@@ -17,8 +17,9 @@ from fake_trial import write_fake_trial
 from tqdm import tqdm as text_tqdm
 
 from reidlib import trial as contract
+from reidlib import workflow
 from reidlib.analysis import open_sweep, trial_links
-from reidlib.sweep import driver, run_sweep
+from reidlib.sweep import progress, run_sweep
 from reidlib.sweep.ledger import Ledger
 
 HREF = re.compile(r'<a class="reid-report" href="([^"]+)"')
@@ -79,7 +80,7 @@ def test_the_epoch_bar_and_the_leaderboard_move_during_a_trial(fake_spec, tmp_pa
                               self.format_dict["elapsed"]))
             return super().refresh(*args, **kwargs)
 
-    monkeypatch.setattr(driver, "tqdm", RecordedBar)
+    monkeypatch.setattr(progress, "tqdm", RecordedBar)
     display = FakeDisplay()
     monkeypatch.setattr(IPython.display, "display", display)
     from reidlib.analysis import LiveLeaderboard
@@ -139,7 +140,7 @@ def test_an_interrupt_is_one_line_and_the_resumed_board_shows_the_trials_at_once
             bars.append(self)
 
     monkeypatch.setattr(tqdm.notebook, "display", lambda *args, **kwargs: None)  # no kernel to show widgets in
-    monkeypatch.setattr(driver, "tqdm", WidgetBar)
+    monkeypatch.setattr(progress, "tqdm", WidgetBar)
 
     interrupted = []
 
@@ -151,7 +152,7 @@ def test_an_interrupt_is_one_line_and_the_resumed_board_shows_the_trials_at_once
     monkeypatch.setattr(IPython.display, "display", FakeDisplay(interrupt_at_the_first_epoch))
     spec = fake_spec([1e-3, 1e-2], max_epochs=4, epoch_seconds=0.5)
     options = {"runs_dir": tmp_path / "runs", "project_dir": tmp_path, "wandb": "disabled"}
-    assert driver.run_in_notebook(spec, **options) is None
+    assert workflow.run_in_notebook(spec, **options) is None
     out, err = capsys.readouterr()
     [sweep_dir] = (tmp_path / "runs").iterdir()
     assert [line for line in (out + err).splitlines() if line.strip()] == [(
@@ -162,7 +163,7 @@ def test_an_interrupt_is_one_line_and_the_resumed_board_shows_the_trials_at_once
 
     display = FakeDisplay()
     monkeypatch.setattr(IPython.display, "display", display)
-    result = driver.run_in_notebook(spec, sweep_id=sweep_dir.name, **options)
+    result = workflow.run_in_notebook(spec, sweep_id=sweep_dir.name, **options)
     first_trial_end = min(t.ended for t in Ledger(sweep_dir / "sweep.db").trials() if t.name != "trial-001")
     shown_at, first = display.shown[0]
     assert shown_at < first_trial_end and "reid-stopped" in rows(first)["trial-001"]

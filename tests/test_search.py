@@ -153,7 +153,7 @@ def test_bad_parents_are_one_line_naming_the_field(parameters, field, words):
 
 
 def test_a_bad_parent_is_one_line_from_the_cli(tmp_path, capsys):
-    from reidlib.sweep.cli import main
+    from reidlib.cli import main
 
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"method": "tpe", "parameters": {

@@ -26,7 +26,7 @@ def test_secrets_never_reach_notebooks_ledger_reports_or_logs(tmp_path, tiny_con
     spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", "method": "grid",
                                     "parameters": {"base_lr": [1e-3, 1e-2], "max_epochs": 2}}))
     env = {**os.environ, "WANDB_API_KEY": FAKE_KEY, "GITHUB_TOKEN": FAKE_TOKEN, "MY_SERVICE_SECRET": FAKE_TOKEN}
-    proc = subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs",
+    proc = subprocess.run([sys.executable, "-m", "reidlib.cli", "run", str(spec), "--runs-dir", "runs",
                            "--wandb", "offline"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     [sweep_dir] = (tmp_path / "runs").iterdir()
@@ -53,7 +53,7 @@ def test_hostile_strings_in_a_spec_are_data(tmp_path, tiny_config):
                                     "parameters": {"base_lr": [1e-3], "max_epochs": 1,
                                                    "DATASETS.ROOT_DIR": [hostile]}}))
     custom = json.dumps({"DATASETS.QUERY_FOLDER": {"value": hostile}})
-    subprocess.run([sys.executable, "-m", "reidlib.sweep.cli", "run", str(spec), "--runs-dir", "runs",
+    subprocess.run([sys.executable, "-m", "reidlib.cli", "run", str(spec), "--runs-dir", "runs",
                            "--wandb", "disabled", "--custom-params", custom], cwd=tmp_path, capture_output=True, text=True)
     assert not marker.exists()
     [sweep_dir] = (tmp_path / "runs").iterdir()
@@ -68,7 +68,7 @@ def test_outputs_follow_the_umask_and_nothing_is_world_writable(tmp_path, tiny_c
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", "method": "grid",
                                     "parameters": {"base_lr": [1e-3], "max_epochs": 1}}))
-    proc = subprocess.run(f"umask 077 && {sys.executable} -m reidlib.sweep.cli run {spec} --runs-dir runs --wandb offline",
+    proc = subprocess.run(f"umask 077 && {sys.executable} -m reidlib.cli run {spec} --runs-dir runs --wandb offline",
                           shell=True, cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     for path in (tmp_path / "runs").rglob("*"):

@@ -155,7 +155,7 @@ def test_two_first_writers_make_one_correct_file(tmp_path):
 
 
 def test_clean_cache_removes_the_images(tmp_path, monkeypatch, capsys):
-    from reidlib.sweep.cli import main
+    from reidlib.cli import main
 
     monkeypatch.setenv(image_cache.CACHE_ENV, str(tmp_path / "cache"))
     cached(image_cache.images_dir(), write_images(tmp_path / "img", 3))
@@ -227,8 +227,8 @@ def test_a_cpu_workers_spare_imports_after_the_running_trials_first_epoch(tmp_pa
     trained an epoch or ended, never beside its start-up; a worker with its own GPU warms it at once."""
     import threading
 
-    from reidlib.sweep.driver import spare_after_first_epoch
     from reidlib.sweep.runner import KernelPool, _on_first_epoch
+    from reidlib.sweep.workers import spare_after_first_epoch
 
     pool = KernelPool(env, REPO, tmp_path, warm_up=["json"], spare_after_first_epoch=spare_after_first_epoch(env))
     booted, warmed = [], []
@@ -337,7 +337,7 @@ def test_compiled_kernels_are_cached_per_sweep_unless_the_user_chose_a_place(tmp
 
 def test_a_kill_before_the_kernel_is_handed_over_lands_when_it_is(tmp_path):
     """A time limit can run out while the trial still waits for its warming kernel."""
-    from reidlib.sweep.driver import RunningTrials
+    from reidlib.sweep.processes import RunningTrials
 
     running = RunningTrials()
     running.add("trial-001", str(tmp_path))

@@ -131,7 +131,7 @@ def test_sweep_created_on_the_server_and_trials_run_by_the_agent(fake_wandb, tmp
 
 def test_one_run_of_several_specs_creates_each_sweep_in_its_own_project(fake_wandb, tmp_path, tiny_config, monkeypatch):
     """wandb.sweep sets WANDB_PROJECT/WANDB_ENTITY in the process: the next spec must not inherit them."""
-    from reidlib.sweep import cli
+    from reidlib import cli
 
     monkeypatch.delenv("WANDB_PROJECT", raising=False)
     monkeypatch.delenv("WANDB_ENTITY", raising=False)

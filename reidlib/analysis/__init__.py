@@ -27,21 +27,22 @@ import pandas as pd
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
+from reidlib.rates import is_rate, percent
 from reidlib.report import (
     FONT,
     curve,
     epoch_axis,
     finish_figure,
-    is_rate,
     label_axes,
     new_figure,
-    percent,
     percent_axis,
 )
 from reidlib.report import show as show  # the notebook's analysis.show(table)
+from reidlib.sweep import layout
 from reidlib.sweep.finalize import finalize, read_final
 from reidlib.sweep.lease import DRIVER_GONE, DriverLease
 from reidlib.sweep.ledger import CRASHED, FINISHED, RUNNING, STOPPED, Ledger, Trial
+from reidlib.sweep.selection import selected_trial
 from reidlib.sweep.spec import leaves
 from reidlib.wandb_run import flat_summary
 
@@ -120,14 +121,14 @@ class SweepReader:
         return metric["name"], metric.get("goal", contract.MAXIMIZE)
 
     def best_run(self, order: str | None = None):
-        """The finished run with the best metric; ``order`` as in wandb.Api (``"-summary_metrics.val/mAP"``
-        = highest first; a leading ``+`` = lowest first)."""
+        """The finished run with the best metric (``selected_trial``); ``order`` as in wandb.Api
+        (``"-summary_metrics.val/mAP"`` = highest first; a leading ``+`` = lowest first)."""
         if order is None:
             name, goal = self.metric
         else:
             goal = "minimize" if order.startswith("+") else "maximize"
             name = order.lstrip("+-").removeprefix("summary_metrics.")
-        return contract.best([r for r in self.runs if r.state == FINISHED], lambda r: r.summary.get(name), goal)
+        return selected_trial(self.runs, {"name": name, "goal": goal}, lambda run: run.summary.get(name))
 
 
 class LocalSweep(SweepReader):
@@ -148,16 +149,12 @@ class LocalSweep(SweepReader):
                               if t.name in orphans and t.state == RUNNING else t, self.id, metric) for t in trials]
 
 
-def open_local_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> LocalSweep:
+def open_local_sweep(ref: str | Path, runs_dir: str | Path = layout.RUNS_DIR) -> LocalSweep:
     """A sweep of this machine, by id (under ``runs_dir``) or by directory."""
-    path = Path(ref)
-    for candidate in (path, Path(runs_dir) / str(ref)):
-        if (candidate / "sweep.db").is_file():
-            return LocalSweep(candidate)
-    raise SweepStateError(str(ref), f"no sweep found (looked for sweep.db in {path} and {Path(runs_dir) / str(ref)})")
+    return LocalSweep(layout.existing_sweep_dir(ref, runs_dir))
 
 
-def open_sweep(ref: str | Path, runs_dir: str | Path = "runs") -> SweepReader:
+def open_sweep(ref: str | Path, runs_dir: str | Path = layout.RUNS_DIR) -> SweepReader:
     """A sweep by id (under ``runs_dir``), by directory, or by W&B path ``entity/project/sweep_id``
     (through ``wandb.Api``); a local sweep of that name wins."""
     try:
@@ -460,9 +457,10 @@ def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
     if len(scored) >= 3:
         tau = scored["val"].astype(float).corr(scored["test"].astype(float), method="kendall")
         rows[f"Kendall's tau, {name} vs {TEST_METRIC} ({len(scored)} finished runs)"] = round(float(tau), 3)
-    pick = contract.best(scored.to_dict("records"), lambda row: row["test"])
+    pick = selected_trial(sweep.runs, {"name": TEST_METRIC, "goal": contract.MAXIMIZE},
+                          lambda run: run.summary.get(TEST_METRIC))
     if pick is not None:
-        rows["chosen on the test set instead"] = f"{pick['trial']} ({TEST_METRIC} {percent(pick['test'])})"
+        rows["chosen on the test set instead"] = f"{pick.name} ({TEST_METRIC} {percent(pick.summary[TEST_METRIC])})"
     return pd.DataFrame({"value": pd.Series(rows, dtype=object)})
 
 

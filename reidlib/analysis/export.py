@@ -22,7 +22,8 @@ from pathlib import Path
 import yaml
 
 from reidlib.analysis import SELECTED_ON_TEST, LocalSweep, leaderboard, selected_on_test
-from reidlib.report import is_rate, percent
+from reidlib.rates import is_rate, percent
+from reidlib.sweep import layout
 from reidlib.sweep.files import own_dir, write_atomic
 from reidlib.sweep.finalize import read_final
 
@@ -45,7 +46,7 @@ def export_best(sweep: LocalSweep) -> dict[str, Path] | None:
     best = sweep.best_run()
     if best is None or not best.trial.config:
         return None
-    out = own_dir(sweep.directory / "best")
+    out = own_dir(sweep.directory / layout.BEST_DIR)
     config = {**best.trial.config, "OUTPUT_DIR": str(out / "retrain"), "WANDB.ENABLE": False}
     paths = {"config": out / "best_config.yaml", "summary": out / "summary.json", "model": out / "model.pth"}
     header = f"# The best trial of sweep {sweep.id} ({best.name}), as it trained: a complete reidlib YACS file.\n"
@@ -87,7 +88,7 @@ def notebook_html(notebook: Path, target: Path) -> Path:
 
 def build_html_report(sweep: LocalSweep, analysis: Path | None = None) -> Path:
     """``report/index.html``: the analysis on top, then one row per trial linked to its report."""
-    report = own_dir(sweep.directory / "report")
+    report = own_dir(sweep.directory / layout.REPORT_DIR)
     analysis_link = ""
     if analysis and analysis.is_file():
         notebook_html(analysis, report / "analysis.html")

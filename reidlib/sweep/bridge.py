@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from reidlib import trial as contract
 from reidlib.errors import ReidSweepError, SweepStateError
+from reidlib.sweep import layout
 from reidlib.sweep.ledger import Ledger, Trial
 from reidlib.trial import TrialState
 from reidlib.wandb_run import RunWriter, start_run, wandb_destination
@@ -153,7 +154,7 @@ def write_missing_runs(sweep_dir: Path, project: str | None = None, entity: str 
         for trial in ledger.trials(with_history=True):
             if trial.wandb_id or trial.state == TrialState.RUNNING:
                 continue
-            partial = list((sweep_dir / "wandb").glob(f"offline-run-*-{sweep_id}-{trial.name}"))
+            partial = list((sweep_dir / layout.WANDB_DIR).glob(f"offline-run-*-{sweep_id}-{trial.name}"))
             try:
                 run = init_run("offline", project, entity, sweep_id, trial.name, run_config(trial.params, sweep["seed"]),
                                sweep_dir)

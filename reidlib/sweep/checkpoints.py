@@ -3,7 +3,7 @@
 Every trial writes a checkpoint into its output directory (~130 MB for ResNet-18 with Adam's state), so a
 sweep of a few dozen trials fills gigabytes with models nobody will load. Each time a trial ends, the
 driver deletes the checkpoints of the sweep's ended trials except those of the best ``keep_checkpoints``
-finished ones, ranked by the spec's metric and goal as the analysis's best run is (so the best run, which
+finished ones (``selection.ranked_trials``, as the analysis's best run: so the best run, which
 ``best/model.pth``, ``from:`` evaluation sweeps and the report use, always keeps its own). Running trials
 are never touched, nor a crashed trial that has not run again yet (its notebook may still be recorded
 finished on resume). ``keep_checkpoints: all`` keeps every checkpoint. Only files under the trial's own
@@ -17,10 +17,11 @@ import logging
 import shutil
 from pathlib import Path
 
+from reidlib.sweep import layout
 from reidlib.sweep.ledger import CRASHED, FAILED, FINISHED, STOPPED, Trial
+from reidlib.sweep.selection import ranked_trials
 from reidlib.sweep.spec import Spec
-from reidlib.trial import CHECKPOINT_FILE, EPOCH_CHECKPOINT, kept_epochs, ranked
-from reidlib.wandb_run import flat_summary
+from reidlib.trial import CHECKPOINT_FILE, EPOCH_CHECKPOINT, kept_epochs
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +30,7 @@ def kept(trials: list[Trial], spec: Spec) -> set[str] | None:
     """The names of the trials whose checkpoints stay, or None when all stay."""
     if spec.keep_checkpoints == "all":
         return None
-    name, goal = spec.metric["name"], spec.metric["goal"]
-    finished = [t for t in trials if t.state == FINISHED]
-    best_first = ranked(finished, lambda t: flat_summary(t.summary).get(name), goal)  # as best_run picks
-    return {t.name for t in best_first[:spec.keep_checkpoints]}
+    return {t.name for t in ranked_trials(trials, spec.metric)[:spec.keep_checkpoints]}
 
 
 def prune_checkpoints(sweep_dir: Path, trials: list[Trial], spec: Spec) -> list[str]:
@@ -44,7 +42,7 @@ def prune_checkpoints(sweep_dir: Path, trials: list[Trial], spec: Spec) -> list[
     pruned = []
     for trial in trials:
         ended = trial.state in (FINISHED, STOPPED, FAILED) or (trial.state == CRASHED and trial.name in superseded)
-        if ended and trial.name not in keep and _remove(Path(sweep_dir) / "trials" / trial.name):
+        if ended and trial.name not in keep and _remove(layout.trial_dir(Path(sweep_dir), trial.name)):
             pruned.append(trial.name)
     if pruned:
         log.info("checkpoints deleted: %s (keep_checkpoints: the best %s by %s)", ", ".join(pruned),

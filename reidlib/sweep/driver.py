@@ -1,7 +1,8 @@
 """The sweep loop: workers claim trials from the controller, run each in a fresh kernel, and record
 what the trial sends while it runs.
 
-``run_sweep`` is what ``reid-sweep run`` and ``notebooks/sweep.ipynb`` call. Ctrl-C asks every running
+``run_sweep`` is what ``reid-sweep run`` and ``notebooks/sweep.ipynb`` call (``reidlib.workflow`` then
+writes the report: the sweep package never imports the analysis). Ctrl-C asks every running
 trial to stop after its current epoch and waits for it (its notebook is saved with a summary); a second
 Ctrl-C kills the kernels. ``--sweep-id`` resumes: finished trials stay, interrupted ones run again.
 Several driver processes may run one sweep at once (each started with ``--sweep-id``): the ledger
@@ -9,333 +10,35 @@ hands each grid point out once, and a driver tells another's running trials from
 ``DriverLease``; a dead driver's trials are taken over (``adopt_orphans``) by the next driver to claim a
 trial, and a driver with nothing left to run waits while others still run trials, so none is left
 unrun when one of them dies. A full disk or a ledger locked past its timeout stops the sweep with one line.
+
+Its parts: ``session`` opens the sweep, ``trial_run`` runs one trial, ``processes`` holds the trials'
+kernels, ``workers`` gives each worker its environment, ``progress`` draws the bars.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
-import json
 import logging
-import os
-import queue
-import signal
 import threading
-import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
-
-from tqdm.auto import tqdm
+from typing import Callable
 
 from reidlib import trial as contract
-from reidlib.config import DEFAULT_WANDB_PROJECT
-from reidlib.errors import SweepStateError
-from reidlib.report import is_rate, percent
-from reidlib.sweep.bridge import TrialBridge, WandbOutage, open_wandb_run, run_config
-from reidlib.sweep.checkpoints import prune_checkpoints
-from reidlib.sweep.controller import INTERRUPTIONS, LocalController, capped_crash, draw_seed
-from reidlib.sweep.evaluation_spec import resolve_evaluation
-from reidlib.sweep.files import own_dir
-from reidlib.sweep.holdout import resolve_holdout
-from reidlib.sweep.lease import DRIVER_GONE, DriverLease, new_sweep_id
-from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, STOPPED, Ledger, Trial
-from reidlib.sweep.reindex import SPEC_FILE, recover_finished, save_wandb_destination
-from reidlib.sweep.resume import check_same_spec
-from reidlib.sweep.runner import KernelPool, execute_notebook, notebook_warm_up
-from reidlib.sweep.spec import Spec, check_against_config, check_notebook_parameters, flatten_run_config, load_spec
-from reidlib.wandb_run import wandb_destination, wandb_mode
+from reidlib.sweep import layout
+from reidlib.sweep.controller import LocalController
+from reidlib.sweep.lease import DriverLease
+from reidlib.sweep.ledger import RUNNING, Ledger, Trial
+from reidlib.sweep.processes import RunningTrials
+from reidlib.sweep.progress import TICK_S, SweepProgress, max_epochs
+from reidlib.sweep.runner import KernelPool, notebook_warm_up
+from reidlib.sweep.session import adopt_orphans, open_session, sweep_wandb_destination
+from reidlib.sweep.spec import Spec
+from reidlib.sweep.trial_run import TrialOptions, run_trial, trial_parameters
+from reidlib.sweep.workers import spare_after_first_epoch, worker_environments
+from reidlib.wandb_run import wandb_mode
 
 log = logging.getLogger(__name__)
 
-SWEEP_STOP_FILE = "STOP"  # in runs/<id>/: no new trials (``reid-sweep stop``)
 OTHERS_POLL_S = 1.0  # how often a driver with nothing left to run looks at other drivers' trials
-REPORT_LOCK = ".report.lock"  # in runs/<id>/: drivers that end together write the report one after the other
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-ANALYSIS_NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "analysis.ipynb"  # the repo's
-
-
-@dataclass
-class SweepSession:
-    """A sweep opened for running: its spec, directory, ledger and this driver's lease on it."""
-
-    sweep_id: str
-    spec: Spec
-    directory: Path
-    ledger: Ledger
-    project_dir: Path
-    lease: DriverLease
-
-
-def open_session(spec: Spec | str | Path, runs_dir: str | Path | None = None, sweep_id: str | None = None,
-                 project_dir: str | Path | None = None, new_id: str | None = None, seed: int | None = None) -> SweepSession:
-    """Validate the spec against the config, then create the sweep (or reopen ``sweep_id``).
-
-    Nothing is written before validation passes: bad input leaves no ``runs/<id>`` behind.
-    ``new_id`` names a new sweep (a W&B server's id) instead of a generated one. The session's spec
-    carries the sweep's seed (``sweep_seed``).
-    """
-    spec = spec if isinstance(spec, Spec) else load_spec(spec)
-    project_dir = Path(project_dir or Path.cwd()).resolve()
-    runs_dir = Path(runs_dir or spec.runs_dir or project_dir / "runs").resolve()
-    spec = resolve_evaluation(spec, runs_dir)
-    check_against_config(spec)
-    spec = resolve_holdout(spec)
-    asked_seed = seed if seed is not None else spec.seed
-    if not (project_dir / spec.notebook).is_file():
-        raise SweepStateError("notebook", f"trial notebook not found: {project_dir / spec.notebook}")
-    check_notebook_parameters(spec, project_dir)
-    if sweep_id:
-        directory = runs_dir / sweep_id
-        ledger = Ledger.open(directory)
-        try:
-            check_same_spec(spec, ledger.sweep()["spec"], sweep_id)
-            spec = replace(spec, seed=sweep_seed(ledger, sweep_id, asked_seed))
-        except BaseException:
-            ledger.close()
-            raise
-        if not DriverLease.any_alive(directory):  # resuming a stopped sweep; joining live drivers keeps their stop
-            (directory / SWEEP_STOP_FILE).unlink(missing_ok=True)
-        lease = DriverLease(directory)
-        ledger.worker = lease.token
-        adopt_orphans(ledger, directory)
-    else:
-        spec = replace(spec, seed=asked_seed if asked_seed is not None else draw_seed())
-        sweep_id = new_id or new_sweep_id()
-        directory = runs_dir / sweep_id
-        directory.mkdir(parents=True)
-        (directory / SPEC_FILE).write_text(json.dumps(spec.to_dict(), indent=1))  # for reindex
-        lease = DriverLease(directory)
-        ledger = Ledger.create(directory, sweep_id, spec.name, spec.to_dict())
-        ledger.worker = lease.token
-    return SweepSession(sweep_id, spec, directory, ledger, project_dir, lease)
-
-
-def adopt_orphans(ledger: Ledger, sweep_dir: Path) -> None:
-    """Take over what dead drivers left: a running trial whose driver is gone (its lease let go, even
-    on SIGKILL; its kernel followed it, ipykernel's parent poller) is recorded from its notebook when
-    that holds its summary, else marked crashed so that it runs again. A crashed trial not yet run
-    again whose notebook holds its summary is recorded from it too: finished work is never re-run."""
-    trials = ledger.trials()
-    superseded = {t.retry_of for t in trials if t.retry_of}
-    for trial in trials:
-        orphan = trial.state == RUNNING and not DriverLease.alive(sweep_dir, trial.worker)
-        if orphan or (trial.state == CRASHED and trial.name not in superseded):
-            if not recover_finished(ledger, trial) and orphan:
-                ledger.update_trial(trial.name, if_state=(RUNNING,), state=CRASHED, exit_reason=DRIVER_GONE,
-                                    ended=time.time())
-
-
-def sweep_seed(ledger: Ledger, sweep_id: str, asked: int | None) -> int:
-    """The seed of a sweep being resumed: its ledger's (one is drawn and recorded for a ledger from
-    before seeds). Asking for another would not repeat the sweep: an error."""
-    recorded = ledger.sweep()["seed"]
-    if recorded is None:
-        return ledger.record_seed(asked if asked is not None else draw_seed())
-    if asked is not None and asked != recorded:
-        raise SweepStateError("seed", f"sweep {sweep_id} draws with seed {recorded} (its ledger says so), not "
-                              f"{asked}: leave the seed out to resume it, or start a new sweep with seed {asked}")
-    return recorded
-
-
-def running_elsewhere(sweep_dir: Path) -> list[str]:
-    """The trials of a sweep that other live driver processes are running now."""
-    ledger = Ledger.open(sweep_dir)
-    try:
-        return [t.name for t in ledger.trials() if t.state == RUNNING and DriverLease.alive(sweep_dir, t.worker)]
-    finally:
-        ledger.close()
-
-
-def create_sweep(spec: Spec | str | Path, runs_dir: str | Path | None = None,
-                 project_dir: str | Path | None = None, seed: int | None = None) -> str:
-    """Validate and create a sweep without running it; returns its id (``run_sweep(sweep_id=...)`` runs it)."""
-    session = open_session(spec, runs_dir, None, project_dir, seed=seed)
-    session.ledger.close()
-    session.lease.release()
-    return session.sweep_id
-
-
-def trial_parameters(session: SweepSession, trial: Trial) -> dict:
-    """The papermill parameters of a trial of the session's sweep."""
-    return notebook_parameters(session.spec, trial.params, session.directory / "trials" / trial.name)
-
-
-def notebook_parameters(spec: Spec, chosen: dict, output_dir: Path, overrides: dict | None = None) -> dict:
-    """The papermill parameters of a run of the spec's notebook: sweep defaults, then the ``chosen``
-    parameters (which, from a W&B server, carry the sweep's ``config_file`` as a constant), then
-    ``overrides`` (dotted keys the caller imposes)."""
-    chosen = dict(chosen)
-    config_file = chosen.pop("config_file", spec.config_file)
-    params, dotted = flatten_run_config({**spec.defaults, **chosen})
-    dotted.update(overrides or {})
-    dotted["WANDB.ENABLE"] = False  # the driver owns this run's W&B run: one owner per run
-    return {**params, "config_file": config_file, "overrides": dotted, "output_dir": str(output_dir)}
-
-
-class RunningTrials:
-    """The trials this driver is running: their output directories and kernel processes."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._dirs: dict[str, str] = {}
-        self._pids: dict[str, int] = {}
-        self._doomed: set[str] = set()  # to be killed once their kernel is known
-
-    def add(self, name: str, output_dir: str) -> None:
-        with self._lock:
-            self._dirs[name] = output_dir
-
-    def kernel_started(self, name: str, pid: int) -> None:
-        with self._lock:
-            self._pids[name] = pid
-            doomed = name in self._doomed
-        if doomed:  # its kill came while papermill was still starting it (a slow, loaded machine)
-            self.kill(name)
-
-    def remove(self, name: str) -> None:
-        with self._lock:
-            self._dirs.pop(name, None)
-            self._pids.pop(name, None)
-            self._doomed.discard(name)
-
-    def stop(self, name: str, reason: str) -> None:
-        with self._lock:
-            if name in self._dirs:
-                contract.request_stop(self._dirs[name], reason)
-
-    def stop_all(self, reason: str) -> None:
-        for name in list(self._dirs):
-            self.stop(name, reason)
-
-    def kill(self, name: str) -> None:
-        with self._lock:
-            pid = self._pids.get(name)
-            if name in self._dirs:
-                self._doomed.add(name)
-        if pid:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def kill_all(self) -> None:
-        for name in list(self._dirs):  # also trials still waiting for their (warming) kernel
-            self.kill(name)
-
-
-@dataclass
-class TrialOptions:
-    """How a sweep's trials run; one per sweep (its W&B outage is the sweep's)."""
-
-    wandb_mode: str = "offline"
-    project: str = DEFAULT_WANDB_PROJECT
-    entity: str | None = None
-    time_limit: float | None = None  # seconds of wall clock; then stop, and kill after a grace period
-    wandb_outage: WandbOutage = field(default_factory=WandbOutage)
-
-
-def grace_period(time_limit: float) -> float:
-    """How long a trial past its time limit may take to finish its epoch before its kernel is killed."""
-    return max(30.0, 0.25 * time_limit)
-
-
-def run_trial(session: SweepSession, controller: LocalController | None, trial: Trial, options: TrialOptions,
-              running: RunningTrials, env: dict[str, str] | None = None, run=None, pool: KernelPool | None = None,
-              on_scrap: Callable[[str, Any], None] | None = None) -> str:
-    """Run one trial to its end and record it; returns its final state.
-
-    ``controller`` None: the search engine is elsewhere (a W&B server) and stops trials itself.
-    ``run``: a wandb run already opened for this trial (by a W&B agent); else one is opened here.
-    ``on_scrap(name, data)``: told each scrap once it is recorded (the driver's progress bars).
-    """
-    params = trial_parameters(session, trial)
-    notebook_out = session.directory / "trials" / f"{trial.name}.ipynb"
-    own_dir(params["output_dir"])  # the trial's files go there, not where a link planted there points
-    running.add(trial.name, params["output_dir"])
-    contract.record_verdict(params["output_dir"], 0)  # tells the trial a driver decides on its epochs
-    if run is None:
-        run = open_wandb_run(options.wandb_mode, options.project, options.entity, session.sweep_id, trial,
-                             run_config(trial.params, session.spec.seed), session.directory, options.wandb_outage)
-
-    def hyperband(epoch: dict) -> None:
-        try:
-            if controller is not None and not contract.stop_requested(params["output_dir"]) and \
-                    trial.name in controller.to_stop(session.ledger.trials(with_history=True)):
-                log.info("hyperband stops %s", trial.name)
-                running.stop(trial.name, "hyperband")
-        finally:  # the trial waits for this before its next epoch
-            contract.record_verdict(params["output_dir"], int(epoch["epoch"]))
-
-    timers = []
-    if options.time_limit:
-        timers = [threading.Timer(options.time_limit, running.stop, (trial.name, "time limit")),
-                  threading.Timer(options.time_limit + grace_period(options.time_limit), running.kill, (trial.name,))]
-        for timer in timers:
-            timer.daemon = True
-            timer.start()
-    bridge = TrialBridge(session.ledger, trial, run, options.wandb_outage, on_epoch=hyperband, metric=session.spec.metric)
-
-    def scrap(name: str, data: Any) -> None:
-        bridge.on_scrap(name, data)
-        if on_scrap:
-            on_scrap(name, data)
-
-    state, reason = CRASHED, "driver interrupted"
-    try:
-        session.ledger.update_trial(trial.name, notebook=str(notebook_out), wandb_id=run.id if run else None)
-        outcome = execute_notebook(session.project_dir / session.spec.notebook, notebook_out, params,
-                                   on_scrap=scrap, cwd=session.project_dir, env=env,
-                                   on_kernel=lambda pid: running.kernel_started(trial.name, pid), pool=pool)
-        status = (bridge.summary or {}).get("status")
-        state = contract.TrialState.of(status, bool(outcome.error))
-        reason = outcome.error or (None if state.completed else status)
-        stop_reason = _stop_reason(params["output_dir"])
-        if outcome.kernel_died and stop_reason == "time limit":
-            state, reason = FAILED, "time limit: killed after the grace period"
-        elif outcome.kernel_died and stop_reason in INTERRUPTIONS:  # killed at the user's second Ctrl-C
-            state, reason = STOPPED, stop_reason
-        elif outcome.kernel_died:
-            state, reason = capped_crash(session.ledger.trials(), trial, outcome.error)
-            if state == FAILED:
-                log.warning("%s failed: %s", trial.name, reason)
-        elif state == STOPPED:
-            reason = stop_reason
-    except OSError as err:  # the driver's own writes (the notebook, the kernel log)
-        reason = f"{type(err).__name__}: {err}"
-        if err.errno in DISK_FULL:
-            raise SweepStateError(err.filename or str(notebook_out), f"disk full ({err.strerror}); free some space, "
-                                  f"then resume the sweep (--sweep-id {session.sweep_id})") from err
-        raise
-    finally:
-        for timer in timers:
-            timer.cancel()
-        running.remove(trial.name)
-        bridge.close(state, reason, notebook_out)
-    prune_checkpoints(session.directory, session.ledger.trials(), session.spec)
-    return state
-
-
-def _stop_reason(output_dir: str) -> str | None:
-    path = Path(output_dir) / contract.STOP_FILE
-    return path.read_text() if path.is_file() else None
-
-
-def worker_environments(workers: int = 1, gpus: list[str] | None = None) -> list[dict[str, str]]:
-    """One environment per worker: its own GPU when GPUs are given (the kernel sees only that one),
-    and an equal share of the CPU threads."""
-    slots = len(gpus) if gpus else max(1, workers)
-    threads = str(max(1, (os.cpu_count() or 1) // slots))
-    if gpus:
-        return [{"CUDA_VISIBLE_DEVICES": str(g), "OMP_NUM_THREADS": threads} for g in gpus]
-    return [{"OMP_NUM_THREADS": threads} for _ in range(slots)]
-
-
-def spare_after_first_epoch(env: dict[str, str]) -> bool:
-    """Whether a worker's next kernel waits for its running trial's first epoch before it imports torch:
-    on a worker without a GPU of its own the trial keeps every core busy, and a spare warming beside its
-    start-up slowed its first step from 0.6 to 4.8 s (benchmarks/RESULTS.md, issue 18); a GPU trial leaves
-    the CPU to the spare. The kernel itself boots at once either way."""
-    return not env.get("CUDA_VISIBLE_DEVICES")
 
 
 @dataclass
@@ -343,122 +46,6 @@ class SweepResult:
     sweep_id: str
     directory: Path
     trials: list[Trial]
-
-
-def sweep_wandb_destination(session: SweepSession, project: str | None, entity: str | None) -> dict:
-    """Where this sweep's W&B runs go: the ledger's record (the first driver makes it, from
-    ``wandb_destination``), kept in ``wandb.json`` too for ``reindex``. Asking a resumed sweep for
-    another project or entity is an error: a W&B sweep lives in one project."""
-    recorded = session.ledger.sweep()["wandb"] or session.ledger.record_wandb_destination(
-        wandb_destination(session.spec.search_config, project, entity))
-    save_wandb_destination(session.directory, recorded)
-    for key, asked in (("project", project), ("entity", entity)):
-        if asked and asked != recorded.get(key):
-            raise SweepStateError(key, f"sweep {session.sweep_id} logs to W&B {key} {recorded.get(key)!r} (its "
-                                  f"ledger says so), not {asked!r}: leave {key} out to resume it; "
-                                  f"'reid-sweep sync {session.sweep_id} --{key} {asked}' uploads its runs there")
-    return recorded
-
-
-BAR_METRICS = ("train/loss",)  # shown after the sweep's metric and val/rank1 on a trial's epoch bar
-TICK_S = 0.2  # how often the calling thread draws what the workers posted
-CLOCK_S = 1.0  # how often the bars are redrawn with nothing new: their clocks run during a trial
-LOG_CLOCK_S = 60.0  # the same into a file or pipe (nohup, make demo > log): a line a minute, not megabytes
-
-
-def _max_epochs(params: dict) -> int | None:
-    value = params.get("max_epochs") or params.get("overrides", {}).get("SOLVER.MAX_EPOCHS")
-    return int(value) if isinstance(value, (int, float)) else None
-
-
-class SweepProgress:
-    """What a running sweep shows (tqdm.auto: widgets in Jupyter, text bars in a terminal): a bar over
-    trials and, under it, one epoch bar per worker for the trial it runs, with that trial's latest
-    metrics as postfix. Workers post what happens (``started``, ``scrap``, ``ended``); the thread that
-    called ``run_sweep`` draws it (``tick``): a notebook's outputs belong to the cell's thread, and the
-    bars' clocks keep running between epochs."""
-
-    def __init__(self, sweep_id: str, total: int | None, initial: int, workers: int, metric: str, enabled: bool):
-        self.trials = tqdm(total=total, initial=initial, desc=f"sweep {sweep_id}", unit="trial", disable=not enabled)
-        self.epochs = [tqdm(total=None, desc="waiting for a trial", unit="epoch", disable=not enabled, leave=False)
-                       for _ in range(workers)]
-        self.shown = (metric, *(k for k in ("val/rank1", *BAR_METRICS) if k != metric))
-        self._posted: queue.SimpleQueue = queue.SimpleQueue()
-        self._latest: list[dict] = [{} for _ in range(workers)]
-        self._drawn = 0.0
-        shown_live = hasattr(self.trials, "container") or getattr(getattr(self.trials, "fp", None), "isatty", bool)()
-        self.clock_s = CLOCK_S if shown_live else LOG_CLOCK_S  # a notebook widget or a terminal: live clocks
-
-    def started(self, slot: int, name: str, max_epochs: int | None) -> None:
-        self._posted.put(("started", slot, name, max_epochs))
-
-    def scrap(self, slot: int, name: str, data: Any) -> None:
-        if name.startswith(contract.EPOCH_PREFIX) or name == contract.CONFIG:
-            self._posted.put(("scrap", slot, name, data))
-
-    def ended(self, slot: int, name: str, state: str, counted: bool) -> None:
-        self._posted.put(("ended", slot, name, state, counted))
-
-    def tick(self) -> bool:
-        """Draw what the workers posted (and redraw every bar every ``clock_s``); whether a trial
-        recorded an epoch or ended since the last tick."""
-        recorded = False
-        while True:
-            try:
-                event = self._posted.get_nowait()
-            except queue.Empty:
-                break
-            recorded |= self._draw(*event)
-        if recorded or time.monotonic() - self._drawn >= self.clock_s:
-            for bar in (self.trials, *self.epochs):
-                bar.refresh()
-            self._drawn = time.monotonic()
-        return recorded
-
-    def _draw(self, kind: str, slot: int, name: str, *rest) -> bool:
-        bar = self.epochs[slot]
-        if kind == "started":
-            self._latest[slot] = {}
-            bar.reset(total=rest[0])
-            bar.set_description_str(name, refresh=False)
-            bar.set_postfix_str("starting", refresh=False)
-            return False
-        if kind == "ended":
-            state, counted = rest
-            self.trials.set_postfix_str(f"{name} {state}", refresh=False)
-            self.trials.update(1 if counted else 0)
-            bar.set_description_str("waiting for a trial", refresh=False)
-            return True
-        data = rest[0]
-        if name == contract.CONFIG:  # a trial notebook's effective config knows its epochs
-            if isinstance(data.get("SOLVER.MAX_EPOCHS"), int) and bar.total is None:
-                bar.reset(total=data["SOLVER.MAX_EPOCHS"])
-            return False
-        self._latest[slot].update(data)
-        bar.update(max(0, int(data.get("epoch", bar.n + 1)) - bar.n))
-        latest = self._latest[slot]
-        bar.set_postfix_str(", ".join(f"{k} {percent(latest[k]) if is_rate(k) else f'{latest[k]:.4g}'}"
-                                      for k in self.shown if isinstance(latest.get(k), (int, float))), refresh=False)
-        return True
-
-    def close(self, outcome: str, style: str) -> None:
-        """End the bars: the trials bar says ``outcome`` ('done', 'interrupted', ...) in ``style``
-        ('success', 'warning', 'danger'); the epoch bars go."""
-        for bar in self.epochs:
-            _end_bar(bar, None)
-        self.trials.set_postfix_str(outcome, refresh=False)
-        _end_bar(self.trials, style)
-
-
-def _end_bar(bar, style: str | None) -> None:
-    """Close a bar; in Jupyter, in ``style`` or hidden (None). tqdm.notebook paints a bar short of its
-    total red on close, which is for errors: a sweep stopped on purpose or by its target is not one."""
-    bar.close()
-    widgets = getattr(bar, "container", None)  # tqdm.notebook's
-    if widgets is not None:
-        widgets.children[1].bar_style = style or ""
-        if style is None:
-            widgets.layout.visibility = "hidden"
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -510,7 +97,7 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
         session.ledger.close()
         raise
     running, stopping, errors = RunningTrials(), threading.Event(), []
-    stop_file = session.directory / SWEEP_STOP_FILE
+    stop_file = session.directory / layout.STOP_FILE
 
     def choose(trials):
         return None if stopping.is_set() or stop_file.exists() else controller.next_trial(trials)
@@ -531,11 +118,11 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
     warm_up = notebook_warm_up(session.project_dir / session.spec.notebook)
 
     def work(slot, env):
-        pool = KernelPool(env, session.project_dir, session.directory / "trials", warm_up,
+        pool = KernelPool(env, session.project_dir, session.directory / layout.TRIALS_DIR, warm_up,
                           spare_after_first_epoch=spare_after_first_epoch(env))
         try:
             while (trial := claim()) is not None:
-                bars.started(slot, trial.name, _max_epochs(trial_parameters(session, trial)))
+                bars.started(slot, trial.name, max_epochs(trial_parameters(session, trial)))
                 state = run_trial(session, controller, trial, options, running, env, pool=pool,
                                   on_scrap=lambda name, data: bars.scrap(slot, name, data))
                 bars.ended(slot, trial.name, state, counted=not trial.retry_of)
@@ -610,77 +197,10 @@ def stop_sweep(sweep_dir: Path) -> list[str]:
     """``reid-sweep stop``: no new trials, and running ones end after their current epoch."""
     ledger = Ledger.open(sweep_dir)  # first: a damaged sweep is refused before anything is written
     try:
-        (sweep_dir / SWEEP_STOP_FILE).write_text("stop")
+        (sweep_dir / layout.STOP_FILE).write_text("stop")
         names = [t.name for t in ledger.trials() if t.state == RUNNING and DriverLease.alive(sweep_dir, t.worker)]
     finally:
         ledger.close()
     for name in names:
-        contract.request_stop(sweep_dir / "trials" / name, "stop command")
+        contract.request_stop(layout.trial_dir(sweep_dir, name), "stop command")
     return names
-
-
-def run_analysis(sweep_dir: Path, project_dir: str | Path | None = None) -> Path:
-    """Execute the analysis notebook for a sweep into ``<sweep_dir>/report/analysis.ipynb``."""
-    project_dir = Path(project_dir or Path.cwd()).resolve()
-    report = own_dir(sweep_dir / "report")
-    output = report / "analysis.ipynb"
-    # its links resolve from report/: from the notebook opened in JupyterLab and from report/analysis.html
-    outcome = execute_notebook(ANALYSIS_NOTEBOOK, output, {"sweep": str(sweep_dir.resolve())}, cwd=project_dir,
-                               env={contract.LINK_BASE_ENV: str(report.resolve())})
-    if outcome.error:
-        log.warning("analysis notebook failed (%s); see %s", outcome.error, output)
-    return output
-
-
-def make_report(sweep_dir: Path, project_dir: str | Path | None = None) -> dict[str, Path]:
-    """The analysis notebook, the best run's exports and the HTML report of a sweep."""
-    from reidlib.analysis import open_sweep
-    from reidlib.analysis.export import build_html_report, export_best
-
-    with (sweep_dir / REPORT_LOCK).open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        analysis = run_analysis(sweep_dir, project_dir)
-        sweep = open_sweep(sweep_dir)
-        return {"analysis": analysis, **(export_best(sweep) or {}), "report": build_html_report(sweep, analysis)}
-
-
-def finish_sweep(sweep_dir: Path, project_dir: str | Path | None = None,
-                 before_report: Callable[[], None] | None = None) -> dict[str, Path] | None:
-    """How a driver's run of a sweep ends, for ``reid-sweep run`` and the driver notebook alike: the
-    last driver to end writes the analysis notebook, ``best/`` and ``report/`` (``make_report``), after
-    ``before_report`` (``--finalize``). While other drivers still run the sweep it says so in one line
-    and returns None: the last of them writes the report."""
-    if DriverLease.any_alive(sweep_dir):
-        running = ", ".join(running_elsewhere(sweep_dir)) or "no trial now"
-        print(f"sweep {sweep_dir.name}: this driver is done; other drivers still run ({running}); "
-              f"the last to end writes the report (or: reid-sweep report {sweep_dir.name})")
-        return None
-    if before_report:
-        before_report()
-    return make_report(sweep_dir, project_dir)
-
-
-def run_in_notebook(spec: Spec | str | Path, count: int | None = None, sweep_id: str | None = None,
-                    seed: int | None = None, link_base: str | Path | None = None, **options) -> SweepResult | None:
-    """The driver notebook's run cell (``notebooks/sweep.ipynb``): ``run_sweep``'s bars, a leaderboard
-    redrawn at every epoch with each trial's report link (``LiveLeaderboard``, links relative to
-    ``link_base``, by default the notebook's directory), then the end ``reid-sweep run`` has
-    (``finish_sweep``: the analysis, ``best/``, ``report/``). An interrupt prints one line (what was
-    kept, how to resume) and returns None; running the cell again resumes the sweep."""
-    from reidlib.analysis import LiveLeaderboard
-
-    board = LiveLeaderboard(link_base)
-    try:
-        result = run_sweep(spec, count=count, sweep_id=sweep_id, seed=seed, on_update=board.update, **options)
-    except SweepInterrupted as interrupted:
-        print(interrupted.line())
-        return None
-    try:
-        outputs = finish_sweep(result.directory, options.get("project_dir"))
-    except KeyboardInterrupt:
-        print(f"interrupted while writing the report: every trial is kept; reid-sweep report {result.sweep_id} "
-              "writes it")
-        return result
-    for what, path in (outputs or {}).items():
-        print(f"{what}: {path}")
-    return result

@@ -20,7 +20,9 @@ from pathlib import Path
 from reidlib import trial as contract
 from reidlib.config import get_defaults, resolve_key
 from reidlib.errors import ConfigError, SpecError
+from reidlib.sweep import layout
 from reidlib.sweep.ledger import FINISHED, Ledger
+from reidlib.sweep.selection import selected_trial
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, DRIVER_KEYS, EVALUATION_NOTEBOOK, Spec, flatten_parameters, leaves
 from reidlib.trial import kept_epochs
 
@@ -53,26 +55,15 @@ class TrainedRun:
 
 
 def _sweep_dir(ref: str, runs_dir: Path) -> Path | None:
-    for candidate in (Path(ref), runs_dir / ref):
-        if (candidate / "sweep.db").is_file():
-            return candidate.resolve()
-    return None
+    found = layout.find_sweep_dir(ref, runs_dir)
+    return found.resolve() if found else None
 
 
-def _selected_trial(sweep_dir: Path) -> str:
-    from reidlib.analysis import open_local_sweep  # the one definition of a sweep's best run
-
-    best = open_local_sweep(sweep_dir).best_run()
-    if best is None:
-        raise SpecError("from", f"sweep {sweep_dir.name} has no finished trial to evaluate")
-    return best.name
-
-
-def find_trained_run(ref, runs_dir: str | Path = "runs") -> TrainedRun:
+def find_trained_run(ref, runs_dir: str | Path = layout.RUNS_DIR) -> TrainedRun:
     """The trained run ``from: ref`` names (see the module's docstring); ``SpecError`` on 'from' if none."""
     if not isinstance(ref, str) or not ref.strip("/ "):
         raise SpecError("from", f"expected '<sweep-id>[/<trial>]' or '<sweep-id>/final', got {ref!r}")
-    from reidlib.sweep.finalize import FINAL_DIR, read_final  # finalize imports the driver, which imports this
+    from reidlib.sweep.finalize import read_final  # finalize imports the sweep session, which imports this
 
     ref, runs_dir = ref.rstrip("/"), Path(runs_dir)
     sweep_dir, trial = _sweep_dir(ref, runs_dir), None
@@ -80,19 +71,25 @@ def find_trained_run(ref, runs_dir: str | Path = "runs") -> TrainedRun:
         head, _, trial = ref.rpartition("/")
         sweep_dir = _sweep_dir(head, runs_dir) if head else None
         if sweep_dir is None:
-            raise SpecError("from", f"no sweep {ref!r} (looked for sweep.db in {ref} and {runs_dir / ref})")
-    if trial == FINAL_DIR:
+            raise SpecError("from", f"no sweep {ref!r} (looked for {layout.LEDGER_FILE} in {ref} and {runs_dir / ref})")
+    if trial == layout.FINAL_DIR:
         final = read_final(sweep_dir)
         if final is None:
             raise SpecError("from", f"{ref}: sweep {sweep_dir.name} is not finalized (reid-sweep finalize {sweep_dir.name})")
         notebook = final["notebook"]
     else:
-        trial = trial or _selected_trial(sweep_dir)
         ledger = Ledger.open(sweep_dir)
         try:
-            found = next((t for t in ledger.trials() if t.name == trial), None)
+            trials = ledger.trials(with_history=True)
+            metric = ledger.sweep()["spec"].get("metric") or contract.DEFAULT_METRIC
         finally:
             ledger.close()
+        if not trial:
+            selected = selected_trial(trials, metric)
+            if selected is None:
+                raise SpecError("from", f"sweep {sweep_dir.name} has no finished trial to evaluate")
+            trial = selected.name
+        found = next((t for t in trials if t.name == trial), None)
         if found is None or found.state != FINISHED or not found.notebook:
             raise SpecError("from", f"expected a finished trial of sweep {sweep_dir.name}, got {trial!r}")
         notebook = found.notebook
@@ -159,7 +156,7 @@ def evaluating(spec: Spec, ref: str) -> Spec:
     return replace(spec, evaluates=ref, notebook=EVALUATION_NOTEBOOK if spec.notebook == DEFAULT_NOTEBOOK else spec.notebook)
 
 
-def resolve_evaluation(spec: Spec, runs_dir: str | Path = "runs") -> Spec:
+def resolve_evaluation(spec: Spec, runs_dir: str | Path = layout.RUNS_DIR) -> Spec:
     """An evaluation spec made runnable: the trained run's effective config and checkpoint (``TEST.WEIGHT``)
     in its defaults with ``TEST.EVAL_TEST_SET`` 'no', under the spec's own, and ``from`` resolved to that run (``<sweep dir>/<trial>``, what
     the ledger keeps and the analysis compares with). A training spec is returned as it is."""

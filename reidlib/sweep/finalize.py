@@ -21,17 +21,16 @@ from pathlib import Path
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
 from reidlib.sweep.bridge import init_run
-from reidlib.sweep.driver import notebook_parameters
+from reidlib.sweep.layout import FINAL_DIR, FINAL_LOCK
 from reidlib.sweep.ledger import FINISHED, Ledger
 from reidlib.sweep.runner import execute_notebook
 from reidlib.sweep.spec import normalise
+from reidlib.sweep.trial_run import notebook_parameters
 from reidlib.wandb_run import RunWriter, wandb_destination, wandb_mode
 
 log = logging.getLogger(__name__)
 
-FINAL_DIR = "final"
 FINAL_SUMMARY = "summary.json"
-FINAL_LOCK = ".final.lock"  # in runs/<id>/: one finalize at a time
 
 
 def read_final(sweep_dir: str | Path) -> dict | None:

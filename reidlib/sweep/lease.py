@@ -7,7 +7,8 @@ import secrets
 import string
 from pathlib import Path
 
-WORKERS_DIR = "workers"  # in runs/<id>/: one lock file per live driver process
+from reidlib.sweep.layout import WORKERS_DIR
+
 DRIVER_GONE = "driver stopped while it ran"  # the exit reason of a running trial whose driver died
 
 

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from reidlib.errors import SweepStateError
+from reidlib.sweep.layout import LEDGER_FILE
 from reidlib.trial import TrialState
 
-LEDGER_FILE = "sweep.db"
 LEGACY_WANDB_DESTINATION = '{"project": "reid-sweep", "entity": null}'  # before ledgers recorded it
 LOCK_TIMEOUT_S = 60.0  # how long a write waits for another process's transaction before giving up
 # The trial states (the contract's TrialState; the ledger stores their values) by their short names

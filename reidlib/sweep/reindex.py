@@ -14,19 +14,18 @@ import nbformat
 
 from reidlib import trial as contract
 from reidlib.errors import SweepStateError
+from reidlib.sweep import layout
 from reidlib.sweep.files import write_atomic
-from reidlib.sweep.ledger import CRASHED, FAILED, LEDGER_FILE, RUNNING, Ledger, Trial
+from reidlib.sweep.ledger import CRASHED, FAILED, RUNNING, Ledger, Trial
 
 log = logging.getLogger(__name__)
-SPEC_FILE = "spec.json"  # written beside the ledger when a sweep is created
-WANDB_FILE = "wandb.json"  # beside the ledger: its W&B destination, kept by every driver
 _DRIVER_PARAMETERS = ("config_file", "overrides", "output_dir")
 
 
 def save_wandb_destination(sweep_dir: Path, destination: dict) -> None:
     """Keep a copy of the ledger's W&B destination beside it, for ``reindex``. A copy that cannot be
     written (a full disk) is a warning: the ledger holds the destination."""
-    path = sweep_dir / WANDB_FILE
+    path = sweep_dir / layout.WANDB_FILE
     text = json.dumps(destination)
     try:
         if path.is_file() and path.read_text() == text:
@@ -38,7 +37,7 @@ def save_wandb_destination(sweep_dir: Path, destination: dict) -> None:
 
 def _saved_wandb_destination(sweep_dir: Path) -> dict | None:
     try:
-        return json.loads((sweep_dir / WANDB_FILE).read_text())
+        return json.loads((sweep_dir / layout.WANDB_FILE).read_text())
     except (OSError, ValueError):
         return None
 
@@ -113,18 +112,18 @@ def reindex(sweep_dir: str | Path) -> Path:
     """Write ``<sweep_dir>/sweep.db`` anew from ``spec.json``, ``wandb.json`` and ``trials/*.ipynb``;
     returns its path. A notebook that cannot be read is skipped with a warning naming it."""
     sweep_dir = Path(sweep_dir)
-    spec_path = sweep_dir / SPEC_FILE
+    spec_path = sweep_dir / layout.SPEC_FILE
     if not spec_path.is_file():
-        raise SweepStateError(str(sweep_dir), f"no {SPEC_FILE} here: not a sweep directory")
+        raise SweepStateError(str(sweep_dir), f"no {layout.SPEC_FILE} here: not a sweep directory")
     spec = json.loads(spec_path.read_text())
-    tmp = sweep_dir / f".{LEDGER_FILE}.reindex"
-    for leftover in sweep_dir.glob(f".{LEDGER_FILE}.reindex*"):
+    tmp = sweep_dir / f".{layout.LEDGER_FILE}.reindex"
+    for leftover in sweep_dir.glob(f".{layout.LEDGER_FILE}.reindex*"):
         leftover.unlink()
     ledger = Ledger.create(sweep_dir, sweep_dir.name, spec.get("name") or sweep_dir.name, spec, filename=tmp.name)
     try:
         if destination := _saved_wandb_destination(sweep_dir):
             ledger.record_wandb_destination(destination)
-        for path in sorted((sweep_dir / "trials").glob("trial-*.ipynb")):
+        for path in sorted((sweep_dir / layout.TRIALS_DIR).glob("trial-*.ipynb")):
             record = read_notebook_record(path, sweep_dir.name, spec)
             if record is None:
                 continue
@@ -134,7 +133,7 @@ def reindex(sweep_dir: str | Path) -> Path:
                 ledger.add_epoch(name, row)
     finally:
         ledger.close()
-    target = sweep_dir / LEDGER_FILE
+    target = sweep_dir / layout.LEDGER_FILE
     for suffix in ("-wal", "-shm"):
         Path(f"{target}{suffix}").unlink(missing_ok=True)
     os.replace(tmp, target)

@@ -4,7 +4,7 @@
 again. A spec given with an existing id must be that spec: one that differs (a parameter's values, the
 method, the metric, a default, ...) is one line naming the first field that differs, before anything is
 written, since resuming with it would mix two searches in one ledger. The seed has its own check
-(``driver.sweep_seed``); ``count`` and ``keep_checkpoints`` may differ: a resume runs to the count,
+(``session.sweep_seed``); ``count`` and ``keep_checkpoints`` may differ: a resume runs to the count,
 and keeps the checkpoints, it is given.
 """
 from __future__ import annotations
@@ -12,18 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from reidlib.errors import SweepStateError
-from reidlib.sweep.ledger import LEDGER_FILE, Ledger
+from reidlib.sweep import layout
+from reidlib.sweep.ledger import Ledger
 from reidlib.sweep.spec import Spec, amend, normalise
 
 MAY_DIFFER = ("seed", "count", "keep_checkpoints")  # the seed is checked by itself; the others are not the search
-
-
-def sweep_directory(ref: str, runs_dir: str | Path) -> Path:
-    """A sweep's directory, from its id (under ``runs_dir``) or its path."""
-    for candidate in (Path(runs_dir) / ref, Path(ref)):
-        if (candidate / LEDGER_FILE).is_file():
-            return candidate
-    raise SweepStateError(ref, f"no sweep found (looked for {LEDGER_FILE} in {Path(runs_dir) / ref} and {ref})")
 
 
 def recorded_spec(sweep_dir: Path, **amendments) -> Spec:
@@ -35,7 +28,7 @@ def recorded_spec(sweep_dir: Path, **amendments) -> Spec:
     finally:
         ledger.close()
     raw = amend(recorded, **amendments) if amendments else recorded
-    return normalise(raw, source=str(sweep_dir / LEDGER_FILE))
+    return normalise(raw, source=str(sweep_dir / layout.LEDGER_FILE))
 
 
 def differences(given, recorded, path: str = "") -> list[tuple[str, object, object]]:

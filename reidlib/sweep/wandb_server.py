@@ -20,9 +20,13 @@ from pathlib import Path
 
 from reidlib import trial as contract
 from reidlib.errors import SpecError
-from reidlib.sweep.driver import RunningTrials, SweepSession, TrialOptions, open_session, run_trial, worker_environments
+from reidlib.sweep import layout
+from reidlib.sweep.processes import RunningTrials
 from reidlib.sweep.reindex import save_wandb_destination
+from reidlib.sweep.session import SweepSession, open_session
 from reidlib.sweep.spec import DEFAULT_NOTEBOOK, Spec, normalise
+from reidlib.sweep.trial_run import TrialOptions, run_trial
+from reidlib.sweep.workers import worker_environments
 from reidlib.wandb_run import start_run
 
 log = logging.getLogger(__name__)
@@ -72,8 +76,8 @@ def run_agent(sweep_path: str, count: int | None = None, runs_dir: str | Path | 
 
     entity, project, sweep_id = parse_sweep_path(sweep_path)
     spec = spec_from_server(wandb.Api().sweep(sweep_path).config, notebook)
-    runs_dir = Path(runs_dir or Path(project_dir or Path.cwd()) / "runs")
-    existing = (runs_dir / sweep_id / "sweep.db").is_file()
+    runs_dir = Path(runs_dir or Path(project_dir or Path.cwd()) / layout.RUNS_DIR)
+    existing = layout.is_sweep_dir(layout.sweep_dir(runs_dir, sweep_id))
     session = open_session(spec, runs_dir, sweep_id if existing else None, project_dir, new_id=sweep_id)
     if project:  # this machine's copy of the sweep records where its runs are
         save_wandb_destination(session.directory, session.ledger.record_wandb_destination(

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from reidlib.errors import ReidSweepError, SpecError, SweepStateError
+from reidlib.sweep import layout
 
 EXIT_USER_ERROR = 2
 EXIT_TRIALS_FAILED = 1  # the sweep ran, and every trial of it failed
@@ -36,11 +37,11 @@ def _spec_amendments(args) -> dict:
 def _load_spec(path: str | None, args):
     """The spec file at ``path``, or with no path the spec in the ledger of the sweep being resumed."""
     from reidlib.sweep.evaluation_spec import evaluating
-    from reidlib.sweep.resume import recorded_spec, sweep_directory
+    from reidlib.sweep.resume import recorded_spec
     from reidlib.sweep.spec import load_spec
 
     if path is None:
-        spec = recorded_spec(sweep_directory(args.sweep_id, args.runs_dir), **_spec_amendments(args))
+        spec = recorded_spec(layout.existing_sweep_dir(args.sweep_id, args.runs_dir), **_spec_amendments(args))
     else:
         spec = load_spec(path, **_spec_amendments(args))
     from_run = getattr(args, "from_run", None)
@@ -88,7 +89,7 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         selection_check,
     )
     from reidlib.report import as_text, metric_text
-    from reidlib.sweep.driver import make_report
+    from reidlib.workflow import make_report
 
     outputs = outputs if outputs is not None else make_report(sweep_dir)
     sweep = open_sweep(sweep_dir)
@@ -114,23 +115,22 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
             print(f"the final model: 'reid-sweep finalize {sweep.id}' trains {best.name}'s configuration on every "
                   "training identity and tests it once")
     print(hyperband_savings(sweep))
-    print(f"ledger: {sweep_dir / 'sweep.db'}")
+    print(f"ledger: {sweep_dir / layout.LEDGER_FILE}")
     for what, path in outputs.items():
         print(f"{what}: {path}")
 
 
 def _cmd_run(args) -> int:
-    from reidlib.sweep.driver import finish_sweep, run_sweep
+    from reidlib.sweep.driver import run_sweep
     from reidlib.wandb_run import wandb_destination, wandb_mode
+    from reidlib.workflow import finish_sweep
 
     if args.sweep_id and len(args.spec) > 1:
         raise SpecError("--sweep-id", "resumes one sweep: give one SPEC")
     if not args.spec and not args.sweep_id:
         raise SpecError("run", "give a sweep YAML (e.g. sweeps/demo.yaml), or --sweep-id ID to resume a sweep")
     if not args.spec:  # resume by id: the sweep may be named by its directory
-        from reidlib.sweep.resume import sweep_directory
-
-        directory = sweep_directory(args.sweep_id, args.runs_dir or "runs")
+        directory = layout.existing_sweep_dir(args.sweep_id, args.runs_dir or layout.RUNS_DIR)
         args.sweep_id, args.runs_dir = directory.name, str(directory.parent)
     specs = [_load_spec(path, args) for path in args.spec or [None]]  # all checked before any runs
     # before any runs: wandb.sweep sets WANDB_PROJECT/WANDB_ENTITY, which would leak into the next spec's
@@ -151,7 +151,7 @@ def _cmd_run(args) -> int:
             from reidlib.sweep.spec import check_against_config
             from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 
-            spec = resolve_evaluation(spec, args.runs_dir or "runs")
+            spec = resolve_evaluation(spec, args.runs_dir or layout.RUNS_DIR)
             check_against_config(spec)
             path = create_server_sweep(resolve_holdout(spec), destination["project"], destination["entity"])
             print(f"W&B sweep {path}: more machines can join with 'reid-sweep agent {path}'")
@@ -202,7 +202,7 @@ def _cmd_agent(args) -> int:
 def _cmd_report(args) -> int:
     from reidlib.analysis import open_local_sweep
 
-    _report(open_local_sweep(args.sweep, args.runs_dir or "runs").directory)
+    _report(open_local_sweep(args.sweep, args.runs_dir or layout.RUNS_DIR).directory)
     return 0
 
 
@@ -213,7 +213,7 @@ def _cmd_validate(args) -> int:
     from reidlib.sweep.spec import check_against_config, check_notebook_parameters, flatten_run_config, leaves
 
     spec = _load_spec(args.spec, args)
-    spec = resolve_evaluation(spec, spec.runs_dir or "runs")
+    spec = resolve_evaluation(spec, spec.runs_dir or layout.RUNS_DIR)
     check_against_config(spec)
     spec = resolve_holdout(spec)
     if not Path(spec.notebook).is_file():
@@ -235,7 +235,7 @@ def _cmd_status(args) -> int:
     from reidlib.analysis import SELECTED_ON_TEST, leaderboard, open_sweep, selected_on_test
     from reidlib.report import as_text, metric_text
 
-    sweep = open_sweep(args.sweep, args.runs_dir or "runs")
+    sweep = open_sweep(args.sweep, args.runs_dir or layout.RUNS_DIR)
     print(f"sweep {sweep.id} ({sweep.name}): {len(sweep.runs)} trials")
     print(as_text(leaderboard(sweep), max_colwidth=40))
     if selected_on_test(sweep):
@@ -250,7 +250,7 @@ def _cmd_stop(args) -> int:
     from reidlib.analysis import open_local_sweep
     from reidlib.sweep.driver import stop_sweep
 
-    names = stop_sweep(open_local_sweep(args.sweep, args.runs_dir or "runs").directory)
+    names = stop_sweep(open_local_sweep(args.sweep, args.runs_dir or layout.RUNS_DIR).directory)
     print(f"stopping: no new trials; {', '.join(names) or 'no trial'} running end after their current epoch")
     return 0
 
@@ -259,11 +259,11 @@ def _cmd_sync(args) -> int:
     from reidlib.analysis import open_local_sweep
     from reidlib.sweep.bridge import write_missing_runs
 
-    directory = open_local_sweep(args.sweep, args.runs_dir or "runs").directory
+    directory = open_local_sweep(args.sweep, args.runs_dir or layout.RUNS_DIR).directory
     written = write_missing_runs(directory, args.project, args.entity)
     if written:
         print(f"wrote {len(written)} wandb runs from the ledger (W&B was off or failing when they ran): {', '.join(written)}")
-    runs = sorted((directory / "wandb").glob("offline-run-*"))
+    runs = sorted((directory / layout.WANDB_DIR).glob("offline-run-*"))
     if not runs:
         raise SpecError(args.sweep, "no offline wandb runs to sync")
     # a project or entity given moves every run of the sweep there, not only the ones written now
@@ -275,7 +275,7 @@ def _finalize(sweep_dir: Path, wandb: str | None) -> None:
     from reidlib.analysis import open_local_sweep
     from reidlib.analysis.export import export_best
     from reidlib.report import metric_text
-    from reidlib.sweep.finalize import FINAL_DIR, finalize
+    from reidlib.sweep.finalize import finalize
 
     sweep = open_local_sweep(sweep_dir)
     best = sweep.best_run()
@@ -287,13 +287,13 @@ def _finalize(sweep_dir: Path, wandb: str | None) -> None:
     test = ", ".join(f"{k} {metric_text(k, v)}" for k, v in final["test"].items())
     print(f"final: {best.name}'s configuration (selected at {name} {metric_text(name, best.summary[name])}) trained on every "
           f"training identity: {test}")
-    print(f"final: {sweep.directory / FINAL_DIR} (best/ points at it)")
+    print(f"final: {sweep.directory / layout.FINAL_DIR} (best/ points at it)")
 
 
 def _cmd_finalize(args) -> int:
     from reidlib.analysis import open_local_sweep
 
-    _finalize(open_local_sweep(args.sweep, args.runs_dir or "runs").directory, args.wandb)
+    _finalize(open_local_sweep(args.sweep, args.runs_dir or layout.RUNS_DIR).directory, args.wandb)
     return 0
 
 
