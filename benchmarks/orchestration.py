@@ -22,7 +22,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from fake_trial import write_fake_trial  # noqa: E402
+from helpers.fake_trial import write_fake_trial  # noqa: E402
 
 WANDB_MODE = "offline"
 TINY = {"DATASETS": {"NAMES": "synthetic"}, "SOLVER": {"MAX_EPOCHS": 1}}

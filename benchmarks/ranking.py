@@ -18,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from test_evaluation import reference_eval  # noqa: E402
+from helpers.reference_rank import reference_eval  # noqa: E402
 
 from reidlib.evaluation import evaluate_rank  # noqa: E402
 

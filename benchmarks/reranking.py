@@ -1,6 +1,6 @@
 """P3: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3) at Market-1501 size (3,368 query + 15,913
 gallery, 751 ids, 2048-d clustered features): reidlib's re_ranking beside the dense algorithm
-(reid-strong-baseline's utils/re_ranking.py, restated in tests/dense_rerank.py); then reidlib's alone
+(reid-strong-baseline's utils/re_ranking.py, restated in tests/helpers/dense_rerank.py); then reidlib's alone
 at MSMT17 size (11,659 + 82,161, 3,060 ids), where the dense one would need about 180 GB.
 
 Each run is a child process, so the peak resident memory it reports (VmHWM, reset just before the
@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from dense_rerank import FLOAT16_TOLERANCE, dense_re_ranking
+from helpers.dense_rerank import FLOAT16_TOLERANCE, dense_re_ranking
 
 from reidlib.evaluation import evaluate_rank, re_ranking
 

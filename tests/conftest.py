@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # make test's JupyterLab, in its own environment (Makefile: .venv-lab); the kernels run in this one
 LAB_PYTHON = os.environ.get("REID_SWEEP_LAB_PYTHON", str(REPO / ".venv-lab" / "bin" / "python"))
-sys.path.insert(0, str(Path(__file__).parent))  # test helpers (wandb_offline)
 
 TINY_CONFIG = {
     "MODEL": {"DEVICE": "cpu", "NAME": "resnet18", "PRETRAIN_CHOICE": "none"},

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
-from fake_trial import write_fake_trial
+from helpers.fake_trial import write_fake_trial
 
 from reidlib import cli
 from reidlib.sweep import create_sweep, run_sweep

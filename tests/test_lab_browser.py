@@ -25,7 +25,7 @@ import nbformat
 import pytest
 import yaml
 from conftest import LAB_PYTHON, REPO
-from fake_trial import write_fake_trial
+from helpers.fake_trial import write_fake_trial
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 import pytest
 import yaml
 from conftest import REPO
-from fake_trial import write_fake_trial
+from helpers.fake_trial import write_fake_trial
 from tqdm import tqdm as text_tqdm
 
 from reidlib import trial as contract

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import yaml
-from fake_trial import write_fake_trial
+from helpers.fake_trial import write_fake_trial
 
 from reidlib.sweep.ledger import Ledger
 from reidlib.trial import read_trial_notebook

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from conftest import LRS, REPO
-from wandb_offline import read_run
+from helpers.wandb_offline import read_run
 
 from reidlib.analysis import open_sweep
 from reidlib.trial import EPOCH_KEYS, VAL_KEYS, read_trial_notebook

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import pytest
 import wandb
 import yaml
-from fake_trial import write_fake_trial
-from wandb_offline import read_run
+from helpers.fake_trial import write_fake_trial
+from helpers.wandb_offline import read_run
 
 from reidlib import trial as contract
 from reidlib.analysis import leaderboard, open_local_sweep

@@ -3,7 +3,7 @@ the sweep driver checks every trial of a sweep with it before the first one star
 
 ``check_value`` holds the rules of one key (choices, ranges, orderings); ``check_combination`` the
 rules between keys. The names the builders look up (backbones, optimisers, datasets) are declared
-here once: their registries are keyed by these tuples (``tests/test_config.py`` keeps them in step).
+here once: their registries are keyed by these tuples (``tests/config/test_config.py`` keeps them in step).
 """
 from __future__ import annotations
 

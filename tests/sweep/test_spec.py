@@ -1,6 +1,6 @@
-from pathlib import Path
 
 import pytest
+from conftest import REPO
 
 from reidlib.errors import SpecError
 from reidlib.sweep.spec import (
@@ -83,7 +83,7 @@ def test_file_errors(tmp_path):
         load_spec(bad)
 
 
-@pytest.mark.parametrize("preset", sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("preset", sorted((REPO / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_validates(preset, monkeypatch):
     import reidlib.sweep.spec as spec_module
 

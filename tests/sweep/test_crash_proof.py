@@ -20,8 +20,8 @@ import nbformat
 import pytest
 import yaml
 from conftest import REPO
-from fake_trial import write_fake_trial
-from processes import assert_no_tagged_process, new_tag, tagged_environment
+from helpers.fake_trial import write_fake_trial
+from helpers.processes import assert_no_tagged_process, new_tag, tagged_environment
 from test_faults import assert_no_process_left, error_line, trials_of
 
 from reidlib import cli

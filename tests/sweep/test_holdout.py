@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from reidlib.config import load_config
 from reidlib.data import make_dataset
@@ -17,8 +18,6 @@ from reidlib.data.datasets.base import ImageDataset
 from reidlib.errors import ConfigError, SpecError
 from reidlib.sweep.ledger import FINISHED, STOPPED, Ledger
 from reidlib.trial import TEST_KEYS, VAL_KEYS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _views(samples):

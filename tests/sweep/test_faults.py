@@ -22,9 +22,9 @@ import pytest
 import wandb
 import yaml
 from conftest import REPO
-from fake_trial import barrier, wait_for_file, write_fake_trial
-from processes import assert_no_tagged_process, new_tag, tagged_environment
-from wandb_offline import read_run
+from helpers.fake_trial import barrier, wait_for_file, write_fake_trial
+from helpers.processes import assert_no_tagged_process, new_tag, tagged_environment
+from helpers.wandb_offline import read_run
 
 from reidlib import cli
 from reidlib.sweep import create_sweep, run_sweep

@@ -11,8 +11,8 @@ import sqlite3
 
 import pytest
 import yaml
-from fake_trial import write_fake_trial
-from wandb_offline import _items, read_run
+from helpers.fake_trial import write_fake_trial
+from helpers.wandb_offline import _items, read_run
 
 from reidlib.errors import SpecError, SweepStateError
 from reidlib.sweep import run_sweep

@@ -15,9 +15,9 @@ from urllib.parse import unquote
 
 import pytest
 import yaml
-from fake_trial import barrier, write_fake_trial
-from processes import assert_no_tagged_process, new_tag, tagged_environment
-from wandb_offline import read_run
+from helpers.fake_trial import barrier, write_fake_trial
+from helpers.processes import assert_no_tagged_process, new_tag, tagged_environment
+from helpers.wandb_offline import read_run
 
 from reidlib.analysis import open_local_sweep
 from reidlib.errors import SweepStateError

@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import REPO
 
 from reidlib.config import load_config
 from reidlib.errors import SpecError
 from reidlib.trial import TEST_KEYS, VAL_KEYS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")

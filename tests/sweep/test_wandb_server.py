@@ -7,7 +7,7 @@ import threading
 import pytest
 import wandb
 import yaml
-from fake_trial import write_fake_trial
+from helpers.fake_trial import write_fake_trial
 from wandb.agents.pyagent import _terminate_thread
 
 from reidlib.sweep.ledger import Ledger

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from dense_rerank import FLOAT16_TOLERANCE, dense_re_ranking
+from helpers.dense_rerank import FLOAT16_TOLERANCE, dense_re_ranking
 
 from reidlib.config import load_config
 from reidlib.errors import ConfigError
