@@ -21,7 +21,8 @@ from pathlib import Path
 
 import yaml
 
-from reidlib.analysis import SELECTED_ON_TEST, LocalSweep, leaderboard, selected_on_test
+from reidlib.analysis.readers import LocalSweep
+from reidlib.analysis.tables import SELECTED_ON_TEST, leaderboard, selected_on_test
 from reidlib.rates import is_rate, percent
 from reidlib.sweep import layout
 from reidlib.sweep.files import own_dir, write_atomic

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reidlib.analysis import SweepReader
+from reidlib.analysis.readers import SweepReader
 from reidlib.errors import SweepStateError
 from reidlib.trial import TrialState
 

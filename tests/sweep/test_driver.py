@@ -376,7 +376,7 @@ def test_analysis_of_a_running_sweep_is_partial_not_broken(sweep_env):
 
 def test_a_trial_whose_driver_ends_it_while_the_reader_looks_is_not_called_crashed(sweep_env, monkeypatch):
     """A driver records its trial's end, then lets go of its lease: a reader between the two reads again."""
-    import reidlib.analysis as analysis
+    from reidlib.analysis import readers
 
     result = sweep_env(grid([1e-3]))
     ledger = Ledger(result.directory / "sweep.db")
@@ -389,7 +389,7 @@ def test_a_trial_whose_driver_ends_it_while_the_reader_looks_is_not_called_crash
         lease.release()
         return False
 
-    monkeypatch.setattr(analysis.DriverLease, "alive", staticmethod(driver_finishes_first))
+    monkeypatch.setattr(readers.DriverLease, "alive", staticmethod(driver_finishes_first))
     states = {run.name: run.state for run in open_local_sweep(result.directory).runs}
     assert states[trial.name] == "finished"
 
