@@ -214,8 +214,8 @@ def best_run_table(sweep: SweepReader) -> pd.DataFrame | str:
 
 
 def evaluation_gain(sweep: SweepReader) -> pd.DataFrame | str:
-    """An evaluation sweep (``from:``) against the trained run it evaluates, same weights in each row: the
-    test-time options the trained run used and those selected (the best run's); ``val/*`` of the trained
+    """An evaluation sweep (``from:``) against the trained run it evaluates, same weights in each row (unless
+    the selected options name an earlier epoch's checkpoint, ``TEST.CHECKPOINT_EPOCH``): the test-time options the trained run used and those selected (the best run's); ``val/*`` of the trained
     run's checkpoint under each (its last evaluation, the best run's); ``test/*`` under each, from the
     trials when they measured it (``TEST.EVAL_TEST_SET``), else from the two finalized models (the
     trained sweep's final model under its own options, and under the selected ones); and the gain."""
