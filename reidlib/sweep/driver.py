@@ -154,10 +154,10 @@ def run_sweep(spec: Spec | str | Path, count: int | None = None, sweep_id: str |
 
     outcome, style = "error", "danger"  # until the workers end or an interrupt has stopped them
     try:
+        if on_update:  # at once, before a worker claims a trial: a new sweep's empty board, a resumed one's trials
+            on_update(session.directory)
         for thread in threads:
             thread.start()
-        if on_update:  # a resumed sweep's trials show at once
-            on_update(session.directory)
         _wait(done, tick)
         outcome, style = "done", "success"
     except KeyboardInterrupt:
