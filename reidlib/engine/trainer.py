@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,7 +261,10 @@ def save_checkpoint(path: Path, model, optimizer, scheduler, epoch: int, criteri
         raise
     # the epoch's own name for the same file (a hard link: no copy); the next save replaces ``path`` only
     kept = path.with_name(EPOCH_CHECKPOINT.format(epoch))
-    os.link(path, tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:  # a filesystem without hard links: a copy
+        shutil.copyfile(path, tmp)
     os.replace(tmp, kept)
 
 

@@ -78,6 +78,29 @@ def test_resume_continues_after_the_checkpoint(tiny_config, tmp_path):
     assert rec.epochs[0]["train/lr"] == pytest.approx(cfg3.SOLVER.BASE_LR)  # the schedule resumed too
 
 
+def test_each_saved_epoch_is_kept_by_a_copy_where_hard_links_fail(tmp_path, monkeypatch):
+    import os
+
+    from reidlib.engine.trainer import save_checkpoint
+    from reidlib.trial import kept_epochs
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+    checkpoint = tmp_path / "checkpoint.pth"
+    save_checkpoint(checkpoint, model, optimizer, scheduler, 1)
+
+    def no_links(*args):
+        raise OSError("hard links not supported")
+
+    monkeypatch.setattr(os, "link", no_links)
+    save_checkpoint(checkpoint, model, optimizer, scheduler, 2)
+    assert kept_epochs(checkpoint) == [1, 2] and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["checkpoint.pth", "checkpoint_epoch1.pth", "checkpoint_epoch2.pth"]  # no temporary file left
+    assert [torch.load(checkpoint.with_name(f"checkpoint_epoch{e}.pth"), weights_only=True)["epoch"] for e in (1, 2)] == [1, 2]
+    assert not checkpoint.with_name("checkpoint_epoch2.pth").samefile(checkpoint)  # a copy
+
+
 def test_a_checkpoint_with_one_optimiser_group_per_parameter_is_refused_by_name(tiny_config, tmp_path):
     from reidlib.errors import ConfigError
 
