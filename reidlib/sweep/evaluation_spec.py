@@ -103,52 +103,50 @@ def find_trained_run(ref, runs_dir: str | Path = layout.RUNS_DIR) -> TrainedRun:
     return run
 
 
+def _given_keys(spec: Spec):
+    """``(field, name, values, searched)`` for every key the spec sets: its searched parameters (values None
+    for a range), each key of each ``overrides`` choice, and its constant ``defaults``."""
+    for path, name, value in leaves(spec.search_config["parameters"]):
+        choices = value.get("values", [value["value"]] if "value" in value else None)
+        if name != "overrides":
+            yield path, name, choices, True
+            continue
+        for i, choice in enumerate(choices or ()):
+            for key, setting in (choice.items() if isinstance(choice, dict) else ()):
+                yield f"{path}.values[{i}].{key}", key, [setting], True
+    for name, setting in flatten_parameters(spec.defaults).items():
+        yield f"defaults.{name}", name, [setting], False
+
+
 def check_evaluation_keys(spec: Spec) -> None:
     """Only test-time keys: searched ones among ``EVALUATION_KEYS``, constant ones also ``RUNTIME_KEYS``."""
-    defaults = get_defaults()
-
-    def check(path: str, name: str, allowed: tuple) -> None:
-        try:
-            key = resolve_key(defaults, name)
-        except ConfigError as err:
-            raise SpecError(path, err.message) from None
-        if key not in allowed:
-            raise SpecError(path, f"{key} is not a test-time key: an evaluation sweep (from:) evaluates a trained model "
-                                  f"without retraining, over {', '.join(allowed)}")
-
     if spec.config_file:
         raise SpecError("config_file", "an evaluation sweep evaluates with the trained run's config (from:): remove it")
     if spec.search_config.get("early_terminate"):
         raise SpecError("early_terminate", "an evaluation trial has one epoch: there is nothing to stop early")
-    for path, name, value in leaves(spec.search_config["parameters"]):
-        if name == "overrides":
-            for i, choice in enumerate(value.get("values", [value.get("value")])):
-                for key in choice if isinstance(choice, dict) else {}:
-                    check(f"{path}.values[{i}].{key}", key, EVALUATION_KEYS)
-        else:
-            check(path, name, EVALUATION_KEYS)
-    for name in flatten_parameters(spec.defaults):
-        check(f"defaults.{name}", name, EVALUATION_KEYS + RUNTIME_KEYS)
+    defaults = get_defaults()
+    for field, name, _, searched in _given_keys(spec):
+        allowed = EVALUATION_KEYS if searched else EVALUATION_KEYS + RUNTIME_KEYS
+        try:
+            key = resolve_key(defaults, name)
+        except ConfigError as err:
+            raise SpecError(field, err.message) from None
+        if key not in allowed:
+            raise SpecError(field, f"{key} is not a test-time key: an evaluation sweep (from:) evaluates a trained model "
+                                   f"without retraining, over {', '.join(allowed)}")
 
 
 def check_epochs(spec: Spec, trained: TrainedRun) -> None:
     """Every ``TEST.CHECKPOINT_EPOCH`` the spec can hand out is 0 (the trained run's checkpoint) or an epoch
-    whose checkpoint the trained run kept: ``SpecError`` naming the field otherwise."""
+    whose checkpoint the trained run kept: ``SpecError`` naming the field otherwise. Keys already checked."""
     defaults = get_defaults()
-    given = []  # (field, its values, or None for a range)
-    for path, name, value in leaves(spec.search_config["parameters"]):
-        choices = value.get("values", [value["value"]] if "value" in value else None)
-        if name == "overrides":
-            given.append((path, [c.get(EPOCH, 0) for c in choices or () if isinstance(c, dict)]))
-        elif resolve_key(defaults, name) == EPOCH:
-            given.append((path, choices))
-    given += [(f"defaults.{name}", [value]) for name, value in flatten_parameters(spec.defaults).items()
-              if resolve_key(defaults, name) == EPOCH]
     kept = kept_epochs(trained.checkpoint)
-    for path, epochs in given:
+    for field, name, epochs, _ in _given_keys(spec):
+        if resolve_key(defaults, name) != EPOCH:
+            continue
         if epochs is None or any(epoch != 0 and epoch not in kept for epoch in epochs):
-            raise SpecError(path, f"expected values among 0 (the trained run's checkpoint) and the epochs kept beside "
-                                  f"{trained.checkpoint} ({kept or 'none'}), got {epochs if epochs is not None else 'a range'}")
+            raise SpecError(field, f"expected values among 0 (the trained run's checkpoint) and the epochs kept beside "
+                                   f"{trained.checkpoint} ({kept or 'none'}), got {epochs if epochs is not None else 'a range'}")
 
 
 def evaluating(spec: Spec, ref: str) -> Spec:

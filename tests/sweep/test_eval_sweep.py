@@ -134,6 +134,33 @@ def test_an_evaluation_spec_refuses_a_training_key_naming_it(tmp_path, spec, fie
         resolve_evaluation(spec, tmp_path)
 
 
+@pytest.mark.parametrize("spec, field, got", [
+    ({"parameters": {"TEST.CHECKPOINT_EPOCH": {"min": 1, "max": 5}}}, "parameters.TEST.CHECKPOINT_EPOCH", "a range"),
+    ({"parameters": {"overrides": {"values": [{"TEST.CHECKPOINT_EPOCH": 2}, {"TEST.CHECKPOINT_EPOCH": 3,
+                                                                            "TEST.RE_RANKING": "yes"}]}}},
+     "parameters.overrides.values[1].TEST.CHECKPOINT_EPOCH", "[3]"),
+    ({"parameters": {"TEST.RERANK_K1": [10]}, "defaults": {"TEST.CHECKPOINT_EPOCH": 4}},
+     "defaults.TEST.CHECKPOINT_EPOCH", "[4]"),
+    ({"parameters": {"TEST.CHECKPOINT_EPOCH": [0, 2]}, "defaults": {"TEST.CHECKPOINT_EPOCH": 2}}, None, None),
+])
+def test_an_evaluation_spec_hands_out_only_kept_epochs(tmp_path, spec, field, got):
+    from reidlib.sweep.evaluation_spec import TrainedRun, check_epochs
+    from reidlib.sweep.spec import normalise
+    from reidlib.trial import EPOCH_CHECKPOINT
+
+    checkpoint = tmp_path / "checkpoint.pth"
+    for epoch in (2, 12):
+        (tmp_path / EPOCH_CHECKPOINT.format(epoch)).touch()
+    trained = TrainedRun(tmp_path, "trial-001", tmp_path / "train.ipynb", {}, {"checkpoint": str(checkpoint)})
+    spec = normalise({"from": "nowhere", "method": "random", **spec})
+    if field is None:
+        check_epochs(spec, trained)
+        return
+    with pytest.raises(SpecError, match="^" + re.escape(f"{field}: expected values among 0") +
+                                        r" .*\(\[2, 12\]\), got " + re.escape(got) + "$"):
+        check_epochs(spec, trained)
+
+
 def test_the_cli_refuses_a_mixed_spec_in_one_line_and_writes_nothing(tmp_path):
     path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump({"from": "any", "method": "grid",
