@@ -1,4 +1,4 @@
-"""The pipeline learns: ResNet-18 on the generated set, a few CPU epochs, the demo's recipe."""
+"""The pipeline learns: ResNet-18 on the generated set, three CPU epochs of the demo's recipe."""
 from __future__ import annotations
 
 import pytest
@@ -11,10 +11,10 @@ from reidlib.trial import build_config
 
 
 def train(tmp_path, base_lr: float) -> tuple[float, float]:
-    """(val/mAP of the untrained network, val/mAP after 5 epochs)."""
+    """(val/mAP of the untrained network, val/mAP after 3 epochs)."""
     cfg = build_config(str(REPO / "configs" / "synthetic.yml"), base_lr=base_lr, output_dir=str(tmp_path / str(base_lr)),
                        overrides={"DATASETS.ROOT_DIR": str(tmp_path / "data"), "MODEL.DEVICE": "cpu",
-                                  "SOLVER.EVAL_PERIOD": 5})  # evaluated before training and after the last epoch
+                                  "SOLVER.MAX_EPOCHS": 3, "SOLVER.EVAL_PERIOD": 3})  # evaluated before and at the end
     seed_everything(cfg.SEED)
     loaders = make_data_loaders(cfg)
     result = do_train(cfg, make_model(cfg, loaders.num_classes), loaders)
@@ -31,7 +31,7 @@ def runs(tmp_path_factory):
 def test_training_lifts_map_far_above_untrained_features(runs):
     untrained, trained = runs[3e-3]
     print(f"untrained {untrained:.3f}, trained (lr 3e-3) {trained:.3f}")
-    assert trained > 0.3 and trained > 5 * untrained
+    assert trained > 0.2 and trained > 5 * untrained  # 0.27 from 0.02 (0.42 after the demo's 5 epochs)
 
 
 def test_a_learning_rate_100x_too_high_does_clearly_worse(runs):
