@@ -63,3 +63,12 @@ def test_the_driver_process_never_imports_torch(tmp_path):
             "print(code, 'torch' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert result.stdout.split()[-2:] == ["0", "False"], result.stdout + result.stderr
+
+
+def test_reading_a_sweep_imports_neither_the_search_nor_torch():
+    """The analysis kernel and ``reid-sweep report`` only read the ledger: W&B's search (``sweeps``, with
+    scipy.stats) would add a second to every report, torch half a gigabyte."""
+    code = ("import sys, reidlib.analysis; "
+            "print(sorted(m for m in ('sweeps', 'scipy.stats', 'torch', 'reidlib.sweep.driver') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -24,8 +24,7 @@ from reidlib.sweep.bridge import init_run
 from reidlib.sweep.layout import FINAL_DIR, FINAL_LOCK
 from reidlib.sweep.ledger import FINISHED, Ledger
 from reidlib.sweep.runner import execute_notebook
-from reidlib.sweep.spec import normalise
-from reidlib.sweep.trial_run import notebook_parameters
+from reidlib.sweep.spec import normalise, notebook_parameters
 from reidlib.wandb_run import RunWriter, wandb_destination, wandb_mode
 
 log = logging.getLogger(__name__)

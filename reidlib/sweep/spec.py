@@ -575,6 +575,18 @@ def flatten_run_config(config: dict) -> tuple[dict, dict]:
             {k: v for k, v in flat.items() if k not in ALIASES})
 
 
+def notebook_parameters(spec: Spec, chosen: dict, output_dir: Path, overrides: dict | None = None) -> dict:
+    """The papermill parameters of a run of the spec's notebook: sweep defaults, then the ``chosen``
+    parameters (which, from a W&B server, carry the sweep's ``config_file`` as a constant), then
+    ``overrides`` (dotted keys the caller imposes)."""
+    chosen = dict(chosen)
+    config_file = chosen.pop("config_file", spec.config_file)
+    params, dotted = flatten_run_config({**spec.defaults, **chosen})
+    dotted.update(overrides or {})
+    dotted["WANDB.ENABLE"] = False  # the driver owns this run's W&B run: one owner per run
+    return {**params, "config_file": config_file, "overrides": dotted, "output_dir": str(output_dir)}
+
+
 def check_notebook_parameters(spec: Spec, project_dir: Path) -> None:
     """Every alias a trial will receive must be a parameter of the trial notebook (papermill would
     only warn about an unknown one, and the trial would silently ignore it)."""

@@ -22,7 +22,7 @@ from reidlib.sweep.ledger import CRASHED, FAILED, STOPPED, Trial
 from reidlib.sweep.processes import RunningTrials
 from reidlib.sweep.runner import KernelPool, execute_notebook
 from reidlib.sweep.session import SweepSession
-from reidlib.sweep.spec import Spec, flatten_run_config
+from reidlib.sweep.spec import notebook_parameters
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,6 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 def trial_parameters(session: SweepSession, trial: Trial) -> dict:
     """The papermill parameters of a trial of the session's sweep."""
     return notebook_parameters(session.spec, trial.params, layout.trial_dir(session.directory, trial.name))
-
-
-def notebook_parameters(spec: Spec, chosen: dict, output_dir: Path, overrides: dict | None = None) -> dict:
-    """The papermill parameters of a run of the spec's notebook: sweep defaults, then the ``chosen``
-    parameters (which, from a W&B server, carry the sweep's ``config_file`` as a constant), then
-    ``overrides`` (dotted keys the caller imposes)."""
-    chosen = dict(chosen)
-    config_file = chosen.pop("config_file", spec.config_file)
-    params, dotted = flatten_run_config({**spec.defaults, **chosen})
-    dotted.update(overrides or {})
-    dotted["WANDB.ENABLE"] = False  # the driver owns this run's W&B run: one owner per run
-    return {**params, "config_file": config_file, "overrides": dotted, "output_dir": str(output_dir)}
 
 
 @dataclass
