@@ -285,7 +285,7 @@ def test_a_full_disk_stops_the_sweep_with_one_line_and_it_resumes(grid_spec, tmp
 def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
     # the first four trials wait for each other (one per driver: each runs one trial at a time), so all
     # four drivers claim from the ledger at once; the rest of the grid is shared out as they finish
-    values = [round(1e-4 * (i + 1), 6) for i in range(12)]
+    values = [round(1e-4 * (i + 1), 6) for i in range(8)]
     spec = grid_spec(values, extra=barrier(4))
     tag = new_tag()  # marks every process these drivers start, kernels and wandb's included
     env = tagged_environment(tag)
@@ -305,11 +305,11 @@ def test_four_driver_processes_share_one_sweep(grid_spec, tmp_path):
 
     assert [d.returncode for d in drivers] == [0] * 4, [err[-2000:] for _, err in outputs]
     trials = trials_of(db.parent)
-    assert len(trials) == 12 and all(t.state == "finished" and len(t.history) == 2 for t in trials)
+    assert len(trials) == len(values) and all(t.state == "finished" and len(t.history) == 2 for t in trials)
     assert Counter(t.params["base_lr"] for t in trials) == Counter(values)  # no point twice, none lost
     assert len({t.worker for t in trials}) == 4  # every driver ran trials
-    assert len(list((db.parent / "trials").glob("trial-*.ipynb"))) == 12
-    assert len(list((db.parent / "wandb").glob("offline-run-*"))) == 12
+    assert len(list((db.parent / "trials").glob("trial-*.ipynb"))) == len(values)
+    assert len(list((db.parent / "wandb").glob("offline-run-*"))) == len(values)
     assert_records_agree(db.parent)
     assert any("best trial: " in out for out, _ in outputs) and (db.parent / "report" / "index.html").is_file()
     assert_no_tagged_process(tag)
