@@ -11,8 +11,16 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-# make test's JupyterLab, in its own environment (Makefile: .venv-lab); the kernels run in this one
-LAB_PYTHON = os.environ.get("REID_SWEEP_LAB_PYTHON", str(REPO / ".venv-lab" / "bin" / "python"))
+
+
+def lab_python() -> str:
+    """make test's JupyterLab, in its own environment (Makefile: .venv-lab); the kernels run in this one.
+    Missing (a test file run alone in a fresh checkout): the test fails saying how to build it."""
+    path = os.environ.get("REID_SWEEP_LAB_PYTHON", str(REPO / ".venv-lab" / "bin" / "python"))
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"JupyterLab's environment is missing ({path}): `make test` builds it "
+                    "(or `make .venv-lab/.installed`)", pytrace=False)
+    return path
 
 TINY_CONFIG = {
     "MODEL": {"DEVICE": "cpu", "NAME": "resnet18", "PRETRAIN_CHOICE": "none"},

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import LAB_PYTHON, REPO
+from conftest import REPO, lab_python
 
 SAVE = """
 import json, sys
@@ -29,7 +29,7 @@ def lab_save(root: Path, *saves: tuple[dict, str]) -> None:
     """Save ``(model, path)``s through the contents manager JupyterLab saves through (the synchronous
     twin of its default), configured by the repo's jupyter_server_config.py as ``make lab`` does."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # the pre-save hook, as make lab finds it
-    subprocess.run([LAB_PYTHON, "-c", SAVE, str(REPO), str(root)], input=json.dumps(saves), text=True,
+    subprocess.run([lab_python(), "-c", SAVE, str(REPO), str(root)], input=json.dumps(saves), text=True,
                    env=env, check=True)
 
 

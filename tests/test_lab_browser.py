@@ -24,7 +24,7 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from conftest import LAB_PYTHON, REPO
+from conftest import REPO, lab_python
 from helpers.fake_trial import write_fake_trial
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -97,7 +97,7 @@ def jupyterlab(lab_root, tmp_path_factory):
     log = home / "server.log"
     with open(log, "wb") as out:
         server = subprocess.Popen(
-            [LAB_PYTHON, "-m", "jupyterlab", f"--config={REPO / 'jupyter_server_config.py'}", "--no-browser",
+            [lab_python(), "-m", "jupyterlab", f"--config={REPO / 'jupyter_server_config.py'}", "--no-browser",
              "--allow-root", "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
              f"--ServerApp.root_dir={lab_root}"], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

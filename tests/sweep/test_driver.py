@@ -213,9 +213,9 @@ def test_a_trial_that_ignores_its_time_limit_is_killed(sweep_env, monkeypatch):
     assert t.state == "failed" and t.exit_reason.startswith("time limit")
 
 
-def _cli_sweep(tmp_path, tiny_config, spec: dict, extra: str = "pass"):
+def _cli_sweep(tmp_path, tiny_config, spec: dict, extra: str = "pass", epoch_seconds: float = 0.5):
     """A fake-trial sweep run by the CLI in a subprocess: ``(command, runs_dir)``."""
-    write_fake_trial(tmp_path / "fake.ipynb", extra=extra, epoch_seconds=0.5)
+    write_fake_trial(tmp_path / "fake.ipynb", extra=extra, epoch_seconds=epoch_seconds)
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump({"config_file": str(tiny_config), "notebook": "fake.ipynb", **spec}))
     runs = tmp_path / "runs"
@@ -257,7 +257,7 @@ def test_ctrl_c_stops_the_running_trial_cleanly_and_resume_reruns_it(tmp_path, t
     spec = grid([1e-3, 1e-2])
     spec["parameters"]["max_epochs"] = 6
     interrupted_once = tmp_path / "interrupted"  # until then an epoch takes 5 s: the signal lands mid-trial
-    cmd, runs = _cli_sweep(tmp_path, tiny_config, spec,
+    cmd, runs = _cli_sweep(tmp_path, tiny_config, spec, epoch_seconds=0.05,
                            extra=f"os.path.exists({str(interrupted_once)!r}) or time.sleep(5)")
     tag = new_tag()
     # Ctrl-C as a terminal delivers it: a background job (nohup, `make test &`) inherits SIGINT ignored,
