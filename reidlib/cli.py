@@ -89,6 +89,7 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         selection_check,
     )
     from reidlib.report import as_text, metric_text
+    from reidlib.sweep.finalize import read_final
     from reidlib.workflow import make_report
 
     outputs = outputs if outputs is not None else make_report(sweep_dir)
@@ -106,8 +107,11 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         print(f"best trial notebook: {best.notebook_path}")
         print("how the best was chosen:")
         print(as_text(selection_check(sweep), header=False))
+        final = read_final(sweep_dir)
         if selected_on_test(sweep):
             print(f"warning: {SELECTED_ON_TEST}")
+        elif final and final.get("trial") == best.name:
+            pass  # finalized: the table above has its test/*, the outputs below its model
         elif sweep.config.get("from"):
             print(f"the final model: 'reid-sweep finalize {sweep.id}' tests the trained sweep's final model (finalizing "
                   f"it first) once with {best.name}'s TEST.* keys")

@@ -221,11 +221,12 @@ def test_a_sweep_without_a_split_says_it_was_selected_on_the_test_set(tmp_path):
 
 # --- finalize -------------------------------------------------------------------------------------
 
-def test_finalize_retrains_the_best_on_every_identity_and_tests_once(sweep, monkeypatch, tmp_path):
+def test_finalize_retrains_the_best_on_every_identity_and_tests_once(sweep, monkeypatch, tmp_path, capsys):
     import shutil
 
     from reidlib.analysis import final_run, open_sweep
     from reidlib.analysis.export import export_best
+    from reidlib.cli import _report
     from reidlib.sweep.finalize import finalize, read_final
     from reidlib.sweep.layout import FINAL_DIR
 
@@ -235,6 +236,9 @@ def test_finalize_retrains_the_best_on_every_identity_and_tests_once(sweep, monk
     monkeypatch.chdir(REPO)
     best = open_sweep(directory).best_run()
     assert best.summary["val_ids"] == 2 and "test/mAP" in best.summary  # the sweep held out by default
+    hint = f"the final model: 'reid-sweep finalize {shared.sweep_id}' trains {best.name}'s configuration"
+    _report(directory, outputs={})
+    assert hint in capsys.readouterr().out
     final = finalize(directory, best.name, wandb="offline")
     out = directory / FINAL_DIR
     assert final == read_final(directory) and final["trial"] == best.name
@@ -253,3 +257,7 @@ def test_finalize_retrains_the_best_on_every_identity_and_tests_once(sweep, monk
     assert best_summary["final"]["test"] == final["test"]
     assert (directory / "best" / "model.pth").resolve() == Path(final["checkpoint"]).resolve()
     assert final_run(open_sweep(directory))["value"]["test/mAP"] == final["test"]["test/mAP"]
+    capsys.readouterr()
+    _report(directory, outputs={})  # what reid-sweep run --finalize and report print: done, no hint to do it
+    printed = capsys.readouterr().out
+    assert "finalized model's test/mAP" in printed and "reid-sweep finalize" not in printed
