@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 import wandb
 from conftest import REPO
+from helpers.fake_wandb import SdkRun
 
 from reidlib import analysis
 from reidlib import trial as contract
@@ -20,25 +21,6 @@ from reidlib.sweep.bridge import TrialBridge, WandbOutage
 from reidlib.sweep.ledger import Ledger, Trial
 
 PATH = "lab/reid/abc123"
-
-
-class SdkRun:
-    """The run ``wandb.init`` returns, as far as the bridge uses it."""
-
-    def __init__(self, config: dict, directory: Path):
-        self.config, self.dir = SdkConfig(config), str(directory)
-        self.summary, self.logged, self.exit_code = {}, [], None
-
-    def log(self, row):
-        self.logged.append(row)
-
-    def finish(self, exit_code=0):
-        self.exit_code = exit_code
-
-
-class SdkConfig(dict):
-    def update(self, other, allow_val_change=False):
-        super().update(other)
 
 
 class NoLedger:
@@ -66,7 +48,7 @@ def server_run(tmp_path, config_file, name, params, maps, status=None, state=Non
     parameters + the effective YACS config, summary = each key's last logged value overwritten by
     what the bridge wrote at the end, history rows with W&B's ``_step``. ``status`` None: the driver
     died mid-trial (nothing written at the end; ``wandb_state`` says what the server saw)."""
-    sdk = SdkRun(params, tmp_path)
+    sdk = SdkRun(params, str(tmp_path))
     bridge = TrialBridge(NoLedger(), Trial(name=name, seq=int(name[-3:]), state="running", params=params), sdk, WandbOutage())
     effective = dict(flat_keys(load_config(config_file, {k: v for k, v in params.items() if k != "config_file"})))
     bridge.on_scrap(contract.CONFIG, effective)

@@ -8,6 +8,7 @@ import pytest
 import wandb
 import yaml
 from helpers.fake_trial import write_fake_trial
+from helpers.fake_wandb import SdkRun
 from wandb.agents.pyagent import _terminate_thread
 
 from reidlib.sweep.ledger import Ledger
@@ -16,25 +17,10 @@ from reidlib.sweep.wandb_server import create_server_sweep, run_agent
 from reidlib.trial import read_trial_notebook
 
 
-class FakeRun:
-    def __init__(self, config, directory):
-        self.id, self.config, self.dir = f"run{len(FakeServer.runs)}", _Config(config), directory
-        self.summary, self.logged, self.exit_code = {}, [], None
-
-    def define_metric(self, *args, **kwargs):
-        pass
-
+class FakeRun(SdkRun):
     def log(self, row):
-        self.logged.append(row)
+        super().log(row)
         FakeServer.on_log(self)
-
-    def finish(self, exit_code=0):
-        self.exit_code = exit_code
-
-
-class _Config(dict):
-    def update(self, other, allow_val_change=False):
-        super().update(other)
 
 
 class FakeServer:
@@ -75,7 +61,7 @@ def fake_wandb(monkeypatch, tmp_path):
 
     def init(**kwargs):
         calls.setdefault("init", []).append(kwargs)
-        run = FakeRun(FakeServer.current, kwargs.get("dir"))
+        run = FakeRun(FakeServer.current, kwargs.get("dir"), f"run{len(FakeServer.runs)}")
         FakeServer.runs.append(run)
         return run
 
