@@ -82,6 +82,7 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
     """Print a sweep's results; ``outputs``: what ``finish_sweep`` wrote, else written now (``make_report``)."""
     from reidlib.analysis import (
         SELECTED_ON_TEST,
+        finalized_best,
         hyperband_savings,
         leaderboard,
         open_sweep,
@@ -89,7 +90,6 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         selection_check,
     )
     from reidlib.report import as_text, metric_text
-    from reidlib.sweep.finalize import read_final
     from reidlib.workflow import make_report
 
     outputs = outputs if outputs is not None else make_report(sweep_dir)
@@ -107,10 +107,9 @@ def _report(sweep_dir: Path, outputs: dict[str, Path] | None = None) -> None:
         print(f"best trial notebook: {best.notebook_path}")
         print("how the best was chosen:")
         print(as_text(selection_check(sweep), header=False))
-        final = read_final(sweep_dir)
         if selected_on_test(sweep):
             print(f"warning: {SELECTED_ON_TEST}")
-        elif final and final.get("trial") == best.name:
+        elif finalized_best(sweep, best):
             pass  # finalized: the table above has its test/*, the outputs below its model
         elif sweep.config.get("from"):
             print(f"the final model: 'reid-sweep finalize {sweep.id}' tests the trained sweep's final model (finalizing "

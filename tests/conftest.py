@@ -22,6 +22,7 @@ def lab_python() -> str:
                     "(or `make .venv-lab/.installed`)", pytrace=False)
     return path
 
+
 TINY_CONFIG = {
     "MODEL": {"DEVICE": "cpu", "NAME": "resnet18", "PRETRAIN_CHOICE": "none"},
     "INPUT": {"SIZE_TRAIN": [32, 16], "SIZE_TEST": [32, 16], "PADDING": 2},

@@ -29,6 +29,7 @@ from reidlib.analysis.tables import (
     cost_table,
     evaluation_gain,
     final_run,
+    finalized_best,
     hyperband_savings,
     leaderboard,
     numeric_parameters,
@@ -42,7 +43,7 @@ from reidlib.report import show as show  # the notebook's analysis.show(table)
 
 __all__ = [
     "SELECTED_ON_TEST", "LiveLeaderboard", "LocalSweep", "best_config_diff", "best_run_table", "cost_table",
-    "evaluation_gain", "final_run", "hyperband_savings", "leaderboard", "numeric_parameters", "open_local_sweep",
+    "evaluation_gain", "final_run", "finalized_best", "hyperband_savings", "leaderboard", "numeric_parameters", "open_local_sweep",
     "open_sweep", "overview", "parameter_importance", "plot_curves", "plot_parameters", "selected_on_test",
     "selection_check", "show", "trial_links",
 ]

@@ -131,6 +131,13 @@ def selected_on_test(sweep: SweepReader) -> bool:
     return bool(held_out) and not any(held_out)
 
 
+def finalized_best(sweep: SweepReader, best) -> dict | None:
+    """The sweep's final run (``final/summary.json``) when it retrained ``best``, the selected run; else None
+    (not finalized, finalized from another trial, or a W&B sweep: finalize runs where the sweep lives)."""
+    final = read_final(sweep.directory) if isinstance(sweep, LocalSweep) else None
+    return final if final and best is not None and final.get("trial") == best.name else None
+
+
 def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
     """Can the validation split be trusted: the selected run's ``val/*`` and ``test/mAP`` (and the
     finalized model's), Kendall's tau between ``val`` and ``test`` over finished runs, and which run a
@@ -145,8 +152,8 @@ def selection_check(sweep: SweepReader) -> pd.DataFrame | str:
             else f"{best.summary.get('val_ids', '?')} held-out training identities",
             f"selected run (best {name})": best.name, name: best.summary.get(name),
             f"its {TEST_METRIC}": best.summary.get(TEST_METRIC)}
-    final = read_final(sweep.directory) if isinstance(sweep, LocalSweep) else None
-    if final and final.get("trial") == best.name:
+    final = finalized_best(sweep, best)
+    if final:
         rows[f"finalized model's {TEST_METRIC}"] = final["test"].get(TEST_METRIC)  # retrained on every identity
     if len(scored) >= 3:
         tau = scored["val"].astype(float).corr(scored["test"].astype(float), method="kendall")
